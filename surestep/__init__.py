@@ -1,0 +1,62 @@
+"""surestep: durable, reviewable AI workflow automation."""
+
+from surestep.app import App, RunHandle
+from surestep.clock import Clock, FakeClock, SystemClock
+from surestep.context import StepContext, current_step
+from surestep.errors import (
+    ConfigurationError,
+    DuplicateWorkflowError,
+    IdempotencyConflictError,
+    IllegalTransitionError,
+    InvalidOperationError,
+    LeaseLostError,
+    NonDeterminismError,
+    ResultTimeoutError,
+    RunFailedError,
+    RunNotFoundError,
+    SchemaVersionError,
+    SerializationError,
+    StepError,
+    StepTimeoutError,
+    StorageError,
+    SurestepError,
+    UnknownWorkflowError,
+)
+from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.retry import Retry
+from surestep.states import State
+from surestep.worker import Worker
+
+__all__ = [
+    "App",
+    "AttemptRecord",
+    "Clock",
+    "ConfigurationError",
+    "DuplicateWorkflowError",
+    "EventRecord",
+    "FakeClock",
+    "IdempotencyConflictError",
+    "IllegalTransitionError",
+    "InvalidOperationError",
+    "LeaseLostError",
+    "NonDeterminismError",
+    "ResultTimeoutError",
+    "Retry",
+    "RunFailedError",
+    "RunHandle",
+    "RunNotFoundError",
+    "RunRecord",
+    "SchemaVersionError",
+    "SerializationError",
+    "State",
+    "StepContext",
+    "StepError",
+    "StepRecord",
+    "StepTimeoutError",
+    "StorageError",
+    "SurestepError",
+    "SystemClock",
+    "UnknownWorkflowError",
+    "Worker",
+    "current_step",
+]

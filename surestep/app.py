@@ -1,0 +1,293 @@
+"""App: the explicit object that holds a registry, a store, a clock and hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from surestep.clock import Clock, SystemClock
+from surestep.errors import (
+    ConfigurationError,
+    ResultTimeoutError,
+    RunFailedError,
+    RunNotFoundError,
+    UnknownWorkflowError,
+)
+from surestep.hooks import Hooks
+from surestep.records import RunRecord
+from surestep.registry import Registry, WorkflowDef
+from surestep.retry import DEFAULT_RETRY, Retry
+from surestep.runtime import make_step_wrapper
+from surestep.serialization import loads_raw
+from surestep.states import SETTLED, State
+from surestep.storage import SQLStore, open_store
+from surestep.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_DATABASE_URL = "sqlite:///surestep.db"
+
+
+class App:
+    """A surestep application: its workflows, steps, database and clock.
+
+    >>> app = App("sqlite:///surestep.db")   # doctest: +SKIP
+    >>> App()   # reads SURESTEP_DATABASE_URL, else ./surestep.db  # doctest: +SKIP
+
+    The database is opened (and migrated) on first use, not when the App is made.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        actor: str = "app",
+    ) -> None:
+        self.database_url = (
+            database_url or os.environ.get("SURESTEP_DATABASE_URL") or DEFAULT_DATABASE_URL
+        )
+        self.clock: Clock = clock or SystemClock()
+        self.actor = actor
+        self.registry = Registry()
+        self.hooks = Hooks()
+        self._store: SQLStore | None = None
+        self._store_lock = threading.Lock()
+        # Workers in this process, woken when a run is started here.
+        self._wakers: set[Callable[[], None]] = set()
+
+    @property
+    def store(self) -> SQLStore:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self.database_url)
+        return self._store
+
+    def close(self) -> None:
+        """Close the database connection(s)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __repr__(self) -> str:
+        scheme = self.database_url.split("://", 1)[0]
+        return f"App({scheme}://…, {len(self.registry.workflows())} workflows)"
+
+    # -- declaring ---------------------------------------------------------------------
+
+    def workflow(
+        self, name: str | None = None, version: str = "1"
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Declare a workflow. Called directly (outside a worker) it is a plain call.
+
+        >>> @app.workflow(name="summarize", version="1")   # doctest: +SKIP
+        ... def summarize(doc_id: str) -> dict: ...
+        """
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            workflow = self.registry.add_workflow(fn, name or fn.__name__, version)
+
+            @functools.wraps(fn)
+            def call(*args: P.args, **kwargs: P.kwargs) -> R:
+                return fn(*args, **kwargs)
+
+            call.__surestep_workflow__ = workflow  # type: ignore[attr-defined]
+            return call
+
+        return register
+
+    def step(
+        self,
+        name: str | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        on_exhausted: str = "dead_letter",
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Declare a step: inside a workflow each call is checkpointed and retried.
+
+        Outside any workflow the decorated function is an ordinary call, so steps can be
+        unit-tested directly. ``on_exhausted`` says where a step goes when its retries
+        run out: ``"dead_letter"`` (the run parks in dead_letter for an operator to
+        redrive) or ``"fail"`` (a ``StepError`` is raised into the workflow).
+        """
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            step = self.registry.add_step(
+                fn, name or fn.__qualname__, retry or DEFAULT_RETRY, timeout, on_exhausted
+            )
+            return functools.wraps(fn)(make_step_wrapper(step))
+
+        return register
+
+    def hook(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Add a hook from the catalogue in :mod:`surestep.hooks`."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.hooks.add(name, fn)
+            return fn
+
+        return register
+
+    # -- starting and watching runs ----------------------------------------------------
+
+    def start(
+        self,
+        workflow: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> RunHandle:
+        """Start a run, or return the existing run with this ``run_id``.
+
+        ``run_id`` is the idempotency key: starting the same id again, from any process
+        and at any time, never runs the workflow twice. It is generated when omitted.
+        """
+        wf = self._resolve(workflow)
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        run_id = run_id or uuid.uuid4().hex
+        inputs = wf.codec.encode_args(args, kwargs, f"workflow {wf.name!r}")
+        created = self.store.create_run(
+            run_id, wf.name, wf.version, inputs, self.clock.now(), self.actor
+        )
+        if created:
+            for wake in list(self._wakers):
+                wake()
+        return RunHandle(self, run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with its steps, attempts, timings, errors and events."""
+        return self.store.get_run(run_id)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on an existing run."""
+        if self.store.run_state(run_id) is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        return RunHandle(self, run_id)
+
+    def list_runs(
+        self,
+        state: State | str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs, newest first. ``state`` and ``workflow`` filter; ``limit`` caps."""
+        if state is not None:
+            try:
+                state = State(state)
+            except ValueError:
+                raise ConfigurationError(
+                    f"unknown state {state!r}; states are: {', '.join(s.value for s in State)}"
+                ) from None
+        if limit < 1:
+            raise ConfigurationError(f"limit must be >= 1, got {limit}")
+        return self.store.list_runs(state, workflow, limit)
+
+    def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> None:
+        """Cancel a run that has not finished.
+
+        A pending, waiting or dead-lettered run is cancelled at once; a running run stops
+        at its next step boundary (the step in flight finishes, its result is discarded).
+        """
+        self.store.cancel(run_id, actor or self.actor, reason, self.clock.now())
+
+    def retry(self, run_id: str, *, actor: str | None = None) -> list[str]:
+        """Redrive a dead-lettered run from its failed step; completed steps are not re-run.
+
+        Returns the names of the steps that get a fresh retry budget.
+        """
+        steps = self.store.redrive(run_id, actor or self.actor, "redriven", self.clock.now())
+        for wake in list(self._wakers):
+            wake()
+        return steps
+
+    def worker(self, concurrency: int = 16, **options: Any) -> Worker:
+        """A worker for this App's workflows: ``app.worker(concurrency=16).run()``."""
+        return Worker(self, concurrency=concurrency, **options)
+
+    def _resolve(self, workflow: Callable[..., Any] | str) -> WorkflowDef:
+        if isinstance(workflow, str):
+            return self.registry.workflow(workflow)
+        wf: WorkflowDef | None = getattr(workflow, "__surestep_workflow__", None)
+        if wf is None:
+            raise UnknownWorkflowError(
+                f"{getattr(workflow, '__qualname__', workflow)!r} is not a workflow; "
+                f"decorate it with @app.workflow()"
+            )
+        if self.registry.workflow(wf.name) is not wf:
+            raise UnknownWorkflowError(f"workflow {wf.name!r} belongs to another App")
+        return wf
+
+
+class RunHandle:
+    """A run started or found through an App."""
+
+    def __init__(self, app: App, run_id: str) -> None:
+        self.app = app
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.id!r})"
+
+    @property
+    def state(self) -> State:
+        found = self.app.store.run_state(self.id)
+        if found is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return found[0]
+
+    def record(self) -> RunRecord:
+        return self.app.get_run(self.id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait until the run settles and return its output.
+
+        Raises :class:`RunFailedError` if it ended failed, cancelled or dead-lettered
+        (the error carries the run's stored error), and :class:`ResultTimeoutError` if it
+        has not settled within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            found = self.app.store.run_state(self.id)
+            if found is None:
+                raise RunNotFoundError(f"no run with id {self.id!r}")
+            if found[0] in SETTLED:
+                return self._outcome(found[0], found[1], found[2], found[3])
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(
+                    f"run {self.id!r} is still {found[0]} after {timeout}s; is a worker "
+                    f"running (`surestep worker MODULE:APP`)?"
+                )
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(pause * 2, 0.1)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """``result()`` for async code: waits without blocking the event loop."""
+        return await asyncio.to_thread(self.result, timeout)
+
+    def _outcome(self, state: State, output: str | None, error: str | None, workflow: str) -> Any:
+        if state != State.SUCCESS:
+            raise RunFailedError(self.id, state, loads_raw(error))
+        try:
+            wf = self.app.registry.workflow(workflow)
+        except UnknownWorkflowError:  # a client that does not import the workflow's code
+            return loads_raw(output)
+        return wf.codec.decode_result(output, f"output of run {self.id!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunHandle) and other.id == self.id and other.app is self.app
+
+    def __hash__(self) -> int:
+        return hash(self.id)

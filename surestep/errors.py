@@ -1,0 +1,158 @@
+"""The surestep error hierarchy.
+
+Every error has a stable ``code`` (for scripts, logs and the API) and a message that
+says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SurestepError(Exception):
+    """Base class of every error surestep raises on purpose."""
+
+    code = "surestep_error"
+
+
+class ConfigurationError(SurestepError):
+    """The App, a decorator or the database URL was set up wrongly."""
+
+    code = "configuration"
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional dependency is not installed; the message gives the pip line."""
+
+    code = "missing_dependency"
+
+
+class UnknownWorkflowError(SurestepError):
+    """No workflow is registered under that name."""
+
+    code = "unknown_workflow"
+
+
+class DuplicateWorkflowError(ConfigurationError):
+    """Two workflows or steps were registered under one name."""
+
+    code = "duplicate_workflow"
+
+
+class SerializationError(SurestepError):
+    """A value could not be stored as JSON, or a stored value no longer decodes."""
+
+    code = "serialization"
+
+
+class StorageError(SurestepError):
+    """The database cannot be opened, written or understood."""
+
+    code = "storage"
+
+
+class SchemaVersionError(StorageError):
+    """The database schema is newer than this version of surestep understands."""
+
+    code = "schema_version"
+
+
+class RunNotFoundError(SurestepError):
+    """No run has that id."""
+
+    code = "run_not_found"
+
+
+class IdempotencyConflictError(SurestepError):
+    """A run id is already taken by a run of another workflow or other inputs."""
+
+    code = "idempotency_conflict"
+
+
+class InvalidOperationError(SurestepError):
+    """The operation does not apply to the run in its current state."""
+
+    code = "invalid_operation"
+
+
+class IllegalTransitionError(SurestepError):
+    """A state change that the transition table does not allow."""
+
+    code = "illegal_transition"
+
+    def __init__(self, kind: str, from_state: str | None, to_state: str) -> None:
+        self.kind = kind
+        self.from_state = from_state
+        self.to_state = to_state
+        super().__init__(
+            f"illegal {kind} transition {from_state!r} -> {to_state!r}; "
+            f"see surestep.states for the allowed transitions"
+        )
+
+
+class NonDeterminismError(SurestepError):
+    """A resumed run no longer calls the same steps in the same order."""
+
+    code = "non_determinism"
+
+
+class LeaseLostError(SurestepError):
+    """This worker no longer holds the run (its lease lapsed, or the run was cancelled).
+
+    The worker stops executing the run; nothing it computed after losing the lease is
+    recorded.
+    """
+
+    code = "lease_lost"
+
+
+class StepTimeoutError(SurestepError, TimeoutError):
+    """A step attempt ran longer than its ``timeout``. Counts as a failed attempt.
+
+    It is a ``TimeoutError``, so ``Retry(retry_on=(TimeoutError,))`` retries it.
+    """
+
+    code = "step_timeout"
+
+
+class StepError(SurestepError):
+    """A step failed for good and its error was raised into the workflow.
+
+    The same ``StepError`` is raised on the first execution and on every replay, so a
+    workflow that catches it behaves the same after a crash. ``error_type`` and
+    ``message`` describe the step's own exception.
+    """
+
+    code = "step_failed"
+
+    def __init__(self, step: str, error_type: str, message: str) -> None:
+        self.step = step
+        self.error_type = error_type
+        self.message = message
+        super().__init__(f"step {step!r} failed with {error_type}: {message}")
+
+
+class RunFailedError(SurestepError):
+    """``RunHandle.result()`` of a run that ended in failed, dead_letter or cancelled."""
+
+    code = "run_failed"
+
+    def __init__(self, run_id: str, state: str, error: dict[str, Any] | None) -> None:
+        self.run_id = run_id
+        self.state = state
+        self.error = error or {}
+        detail = ""
+        if error:
+            detail = f": {error.get('type', 'Error')}: {error.get('message', '')}"
+        hint = {
+            "dead_letter": " (fix the cause, then `surestep retry` it)",
+            "cancelled": "",
+            "failed": "",
+        }.get(state, "")
+        super().__init__(f"run {run_id!r} ended in state {state}{detail}{hint}")
+
+
+class ResultTimeoutError(SurestepError, TimeoutError):
+    """``RunHandle.result(timeout=...)`` waited that long and the run is not settled."""
+
+    code = "result_timeout"

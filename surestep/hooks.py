@@ -1,0 +1,47 @@
+"""The hook catalogue: where metrics, tracing and logging plug into the engine.
+
+Hooks run in the order they were added. A hook that raises is logged and skipped; it
+never fails a step or a run.
+
+=================  ==========================================================
+``before_step``    ``(step: StepContext)`` before each attempt runs
+``after_step``     ``(step: StepContext, state: State, seconds: float)`` after an
+                   attempt's outcome is committed (seconds: the attempt's wall time)
+``on_retry``       ``(step: StepContext, error: BaseException, delay: float)``
+``on_run_state``   ``(run_id: str, from_state: State, to_state: State)`` after a
+                   worker commits a run transition
+=================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from surestep.errors import ConfigurationError
+
+log = logging.getLogger("surestep.hooks")
+
+CATALOGUE = ("before_step", "after_step", "on_retry", "on_run_state")
+
+
+class Hooks:
+    def __init__(self) -> None:
+        self.before_step: list[Callable[..., Any]] = []
+        self.after_step: list[Callable[..., Any]] = []
+        self.on_retry: list[Callable[..., Any]] = []
+        self.on_run_state: list[Callable[..., Any]] = []
+
+    def add(self, name: str, fn: Callable[..., Any]) -> None:
+        if name not in CATALOGUE:
+            raise ConfigurationError(f"unknown hook {name!r}; hooks are: {', '.join(CATALOGUE)}")
+        getattr(self, name).append(fn)
+
+    @staticmethod
+    def emit(hooks: list[Callable[..., Any]], *args: Any) -> None:
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:
+                log.exception("surestep hook %r failed; carrying on", hook)

@@ -1,0 +1,76 @@
+"""What surestep tells you about a run: plain, immutable records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from surestep.states import State
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One entry of the append-only event log: a state change, who made it and why."""
+
+    id: int
+    run_id: str
+    position: int | None  # None for a change of the run itself
+    step: str | None
+    from_state: State | None  # None when the run or step was created
+    to_state: State
+    at: float
+    actor: str
+    reason: str | None
+    attempt: int | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of one step."""
+
+    attempt: int
+    state: State
+    started_at: float
+    finished_at: float
+    worker: str
+    error: dict[str, Any] | None  # {"type", "message", "traceback"} when it failed
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step of a run at one position, with all its attempts."""
+
+    position: int
+    name: str
+    state: State
+    attempts: int
+    output: Any  # decoded JSON, untyped
+    error: dict[str, Any] | None
+    started_at: float
+    finished_at: float | None
+    next_attempt_at: float | None
+    attempt_records: tuple[AttemptRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run: its state, inputs, output or error, and (from ``get_run``) steps and events."""
+
+    id: str
+    workflow: str
+    workflow_version: str
+    state: State
+    inputs: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    available_at: float | None
+    lease_owner: str | None
+    parent_id: str | None
+    steps: tuple[StepRecord, ...] = field(default=())
+    events: tuple[EventRecord, ...] = field(default=())

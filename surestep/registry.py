@@ -1,0 +1,101 @@
+"""Names and versions of workflows and steps, mapped to their functions."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from surestep.errors import ConfigurationError, DuplicateWorkflowError, UnknownWorkflowError
+from surestep.retry import Retry
+from surestep.serialization import Codec
+
+OnExhausted = Literal["dead_letter", "fail"]
+ON_EXHAUSTED: tuple[str, ...] = ("dead_letter", "fail")
+
+
+@dataclass(frozen=True, eq=False)
+class StepDef:
+    name: str
+    fn: Callable[..., Any]
+    retry: Retry
+    timeout: float | None
+    on_exhausted: OnExhausted
+    is_async: bool
+    codec: Codec
+
+
+@dataclass(frozen=True, eq=False)
+class WorkflowDef:
+    name: str
+    version: str
+    fn: Callable[..., Any]
+    is_async: bool
+    codec: Codec
+
+
+class Registry:
+    """The workflows and steps of one App."""
+
+    def __init__(self) -> None:
+        self._workflows: dict[str, WorkflowDef] = {}
+        self._steps: dict[str, StepDef] = {}
+
+    def add_workflow(self, fn: Callable[..., Any], name: str, version: str) -> WorkflowDef:
+        if not name or not isinstance(name, str):
+            raise ConfigurationError(f"workflow name must be a non-empty string, got {name!r}")
+        if name in self._workflows:
+            other = self._workflows[name].fn
+            raise DuplicateWorkflowError(
+                f"workflow {name!r} is already registered (by {other.__module__}."
+                f"{other.__qualname__}); give one of them another name=..."
+            )
+        wf = WorkflowDef(name, str(version), fn, inspect.iscoroutinefunction(fn), Codec(fn))
+        self._workflows[name] = wf
+        return wf
+
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        retry: Retry,
+        timeout: float | None,
+        on_exhausted: str,
+    ) -> StepDef:
+        if name in self._steps:
+            raise DuplicateWorkflowError(
+                f"step {name!r} is already registered; give one of them another name=..."
+            )
+        if on_exhausted not in ON_EXHAUSTED:
+            raise ConfigurationError(
+                f"step {name!r}: on_exhausted={on_exhausted!r}; use one of {ON_EXHAUSTED}"
+            )
+        if timeout is not None and not timeout > 0:
+            raise ConfigurationError(f"step {name!r}: timeout must be > 0 seconds or None")
+        if not isinstance(retry, Retry):
+            raise ConfigurationError(f"step {name!r}: retry= takes a surestep.Retry(...)")
+        step = StepDef(
+            name,
+            fn,
+            retry,
+            timeout,
+            on_exhausted,  # type: ignore[arg-type]
+            inspect.iscoroutinefunction(fn),
+            Codec(fn),
+        )
+        self._steps[name] = step
+        return step
+
+    def workflow(self, name: str) -> WorkflowDef:
+        try:
+            return self._workflows[name]
+        except KeyError:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise UnknownWorkflowError(
+                f"no workflow named {name!r} is registered (known: {known}); import the "
+                f"module that defines it before starting or running it"
+            ) from None
+
+    def workflows(self) -> list[WorkflowDef]:
+        return list(self._workflows.values())

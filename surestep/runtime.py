@@ -1,0 +1,478 @@
+"""Executes one run of a workflow: the engine's whole per-step path.
+
+A run is executed by calling its workflow function. Each step call takes the next
+position; a position with a recorded success returns the recorded output without
+calling the step, and the first unrecorded position runs an attempt whose outcome is
+committed (one transaction) before the workflow moves on. A retry wait, a dead letter
+or a lost lease unwinds the workflow with ``_Halt`` and the run is settled from the
+``Verdict``; otherwise the workflow's return value or exception settles it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+
+from surestep.clock import Clock
+from surestep.context import CURRENT_RUN, CURRENT_STEP, StepContext
+from surestep.errors import (
+    LeaseLostError,
+    NonDeterminismError,
+    SerializationError,
+    StepError,
+    StepTimeoutError,
+)
+from surestep.hooks import Hooks
+from surestep.registry import StepDef, WorkflowDef
+from surestep.retry import Escalate, GiveUp, RetryAfter
+from surestep.serialization import dumps
+from surestep.states import State
+from surestep.storage import ClaimedRun, RecordedStep, SQLStore, StepOutcome
+
+log = logging.getLogger("surestep.runtime")
+
+
+class _Halt(BaseException):
+    """Unwinds a workflow that must stop now; its ``Verdict`` says how the run settles.
+
+    A BaseException, so that the workflow's own ``except Exception`` cannot swallow it.
+    """
+
+
+@dataclass
+class Verdict:
+    """How a run settles whatever its workflow function does next."""
+
+    state: State | None  # None: the lease is lost, so this worker writes nothing more
+    reason: str
+    available_at: float | None = None
+    error: dict[str, Any] | None = None
+
+    def outranks(self, other: Verdict) -> bool:
+        """A lost lease beats everything, then failure, dead letter, and the earliest wait."""
+        if self.state == other.state == State.WAITING:
+            return (self.available_at or 0) < (other.available_at or 0)
+        return _RANK[self.state] < _RANK[other.state]
+
+
+_RANK: dict[State | None, int] = {None: 0, State.FAILED: 1, State.DEAD_LETTER: 2, State.WAITING: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    number: int
+    from_state: State
+    retry_base: int
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """How an error is stored: its type, message and traceback."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return {
+        "type": name,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class RunExecution:
+    """One execution of one claimed run, by one worker."""
+
+    def __init__(
+        self,
+        *,
+        store: SQLStore,
+        clock: Clock,
+        hooks: Hooks,
+        worker: str,
+        claimed: ClaimedRun,
+        workflow: WorkflowDef,
+        recorded: dict[int, RecordedStep],
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.hooks = hooks
+        self.worker = worker
+        self.run_id = claimed.id
+        self.token = claimed.token
+        self.claimed = claimed
+        self.workflow = workflow
+        self.recorded = recorded
+        self.loop = loop
+        self.verdict: Verdict | None = None
+        self._positions = itertools.count()
+        self._verdict_lock = threading.Lock()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._main_task: asyncio.Task[Any] | None = None
+
+    # -- entry points for the worker ---------------------------------------------------
+
+    def execute_sync(self) -> None:
+        """Run a plain (def) workflow to its end or its halt; called in a worker thread."""
+        token = CURRENT_RUN.set(self)
+        try:
+            try:
+                args, kwargs = self._inputs()
+                value = self.workflow.fn(*args, **kwargs)
+            except _Halt:
+                self._settle(None, None)
+            except Exception as exc:
+                self._settle(None, exc)
+            else:
+                self._settle(value, None)
+        finally:
+            CURRENT_RUN.reset(token)
+
+    async def execute_async(self) -> None:
+        """Run an ``async def`` workflow to its end or its halt."""
+        token = CURRENT_RUN.set(self)
+        self._main_task = asyncio.current_task()
+        try:
+            value: Any = None
+            raised: BaseException | None = None
+            try:
+                args, kwargs = self._inputs()
+                value = await self.workflow.fn(*args, **kwargs)
+            except _Halt:
+                pass
+            except Exception as exc:
+                raised = exc
+            # Steps still running concurrently (gather after a sibling halted, or tasks
+            # the workflow did not await) get to record their outcome before we settle.
+            while self._inflight:
+                await asyncio.wait(list(self._inflight))
+            self._settle(value, raised)
+        finally:
+            CURRENT_RUN.reset(token)
+
+    # -- entry points for step wrappers ------------------------------------------------
+
+    def next_position(self) -> int:
+        # Taken when the step is *called*, in the workflow's own order, never when a
+        # task happens to be scheduled: gather(a(), b()) gives a then b every time.
+        return next(self._positions)
+
+    def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A step called from a workflow, synchronously."""
+        position = self.next_position()
+        if step.is_async:
+            if self.loop is None:
+                raise RuntimeError("an async step needs the worker's event loop")
+            future = asyncio.run_coroutine_threadsafe(
+                self.run_step_async(step, position, args, kwargs), self.loop
+            )
+            return future.result()
+        attempt = self._begin(step, position)
+        if not isinstance(attempt, _Attempt):
+            return attempt.value
+        context = self._enter(step, position, attempt)
+        started = self.clock.now()
+        token = CURRENT_STEP.set(context)
+        try:
+            if step.timeout is None:
+                result = step.fn(*args, **kwargs)
+            else:
+                result = _call_with_timeout(step, args, kwargs)
+        except Exception as exc:
+            CURRENT_STEP.reset(token)
+            return self._failed(step, context, attempt, started, exc)
+        CURRENT_STEP.reset(token)
+        return self._succeeded(step, context, attempt, started, result)
+
+    async def run_step_async(
+        self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A step called from a workflow, as a coroutine (``async def`` steps)."""
+        task = asyncio.current_task()
+        tracked = task is not None and task is not self._main_task
+        if tracked:
+            self._inflight.add(task)  # type: ignore[arg-type]
+        try:
+            attempt = self._begin(step, position)
+            if not isinstance(attempt, _Attempt):
+                return attempt.value
+            context = self._enter(step, position, attempt)
+            started = self.clock.now()
+            token = CURRENT_STEP.set(context)
+            try:
+                if step.timeout is None:
+                    result = await step.fn(*args, **kwargs)
+                else:
+                    result = await _await_with_timeout(step, args, kwargs)
+            except Exception as exc:
+                CURRENT_STEP.reset(token)
+                return self._failed(step, context, attempt, started, exc)
+            CURRENT_STEP.reset(token)
+            return self._succeeded(step, context, attempt, started, result)
+        finally:
+            if tracked:
+                self._inflight.discard(task)
+
+    # -- the per-step path -------------------------------------------------------------
+
+    def _begin(self, step: StepDef, position: int) -> _Attempt | _Replayed:
+        if self.verdict is not None:
+            raise _Halt
+        recorded = self.recorded.get(position)
+        if recorded is None:
+            return _Attempt(1, State.PENDING, 0)
+        if recorded.name != step.name:
+            error = NonDeterminismError(
+                f"run {self.run_id!r}: at position {position} the workflow "
+                f"{self.workflow.name!r} now calls step {step.name!r}, but the recorded "
+                f"history has step {recorded.name!r} there. The code changed while the "
+                f"run was in flight; finish old runs on the old code, or register the new "
+                f"code as a new workflow version"
+            )
+            self._halt(Verdict(State.FAILED, str(error), error=error_info(error)))
+        if recorded.state == State.SUCCESS:
+            where = f"recorded output of step {step.name!r} in run {self.run_id!r}"
+            return _Replayed(step.codec.decode_result(recorded.output, where))
+        if recorded.state == State.FAILED:
+            info = _loads(recorded.error)
+            raise StepError(step.name, info.get("type", "Error"), info.get("message", ""))
+        if recorded.state == State.DEAD_LETTER:
+            self._halt(Verdict(State.DEAD_LETTER, f"step {step.name!r} is dead-lettered"))
+        due = self._due(recorded)
+        if due is not None:
+            self._halt(Verdict(State.WAITING, f"retry of step {step.name!r}", due))
+        return _Attempt(recorded.attempts + 1, recorded.state, recorded.retry_base)
+
+    def _enter(self, step: StepDef, position: int, attempt: _Attempt) -> StepContext:
+        context = StepContext(self.run_id, position, step.name, attempt.number)
+        if self.hooks.before_step:
+            Hooks.emit(self.hooks.before_step, context)
+        return context
+
+    def _succeeded(
+        self, step: StepDef, context: StepContext, attempt: _Attempt, started: float, result: Any
+    ) -> Any:
+        where = f"output of step {step.name!r} in run {self.run_id!r}"
+        try:
+            text = step.codec.encode_result(result, where)
+        except SerializationError as exc:
+            # A code bug, not a flaky dependency: retrying cannot help, so it escalates
+            # (dead letter by default) and can be redriven once the code is fixed.
+            return self._failed(step, context, attempt, started, exc, escalate=True)
+        self._record(
+            context,
+            StepOutcome(
+                context.position,
+                step.name,
+                attempt.from_state,
+                State.SUCCESS,
+                attempt.number,
+                started,
+                self.clock.now(),
+                output=text,
+            ),
+        )
+        return step.codec.decode_result(text, where)
+
+    def _failed(
+        self,
+        step: StepDef,
+        context: StepContext,
+        attempt: _Attempt,
+        started: float,
+        exc: Exception,
+        escalate: bool = False,
+    ) -> Any:
+        now = self.clock.now()
+        if escalate:
+            decision: RetryAfter | GiveUp | Escalate = Escalate("the output cannot be stored")
+        else:
+            decision = step.retry.decide(attempt.number - attempt.retry_base, exc)
+        info = error_info(exc)
+        error = dumps(info, "error")
+        outcome = StepOutcome(
+            context.position,
+            step.name,
+            attempt.from_state,
+            State.FAILED,
+            attempt.number,
+            started,
+            now,
+            error=error,
+        )
+        summary = f"{info['type']}: {info['message']}"
+        if isinstance(decision, RetryAfter):
+            wake = now + decision.delay
+            self._record(
+                context,
+                replace(
+                    outcome,
+                    to_state=State.WAITING,
+                    next_attempt_at=wake,
+                    reason=f"{summary}; attempt {attempt.number + 1} in {decision.delay:.2f}s",
+                ),
+            )
+            if self.hooks.on_retry:
+                Hooks.emit(self.hooks.on_retry, context, exc, decision.delay)
+            self._halt(Verdict(State.WAITING, f"retry of step {step.name!r}", wake))
+        if isinstance(decision, Escalate) and step.on_exhausted == "dead_letter":
+            reason = f"{summary}; {decision.reason}, dead-lettered"
+            self._record(context, replace(outcome, to_state=State.DEAD_LETTER, reason=reason))
+            self._halt(Verdict(State.DEAD_LETTER, f"step {step.name!r}: {reason}", error=info))
+        self._record(context, replace(outcome, reason=f"{summary}; {decision.reason}"))
+        raise StepError(step.name, info["type"], info["message"]) from exc
+
+    def _record(self, context: StepContext, outcome: StepOutcome) -> None:
+        try:
+            self.store.record_step(self.run_id, self.token, self.worker, outcome)
+        except LeaseLostError as exc:
+            self._halt(Verdict(None, str(exc)))
+        if self.hooks.after_step:
+            Hooks.emit(
+                self.hooks.after_step,
+                context,
+                outcome.to_state,
+                outcome.finished_at - outcome.started_at,
+            )
+
+    def _halt(self, verdict: Verdict) -> NoReturn:
+        with self._verdict_lock:
+            if self.verdict is None or verdict.outranks(self.verdict):
+                self.verdict = verdict
+        raise _Halt
+
+    def _due(self, recorded: RecordedStep) -> float | None:
+        """The time a waiting step's next attempt is due, if that is still ahead."""
+        if recorded.state != State.WAITING:
+            return None
+        due = recorded.next_attempt_at
+        return due if due is not None and due > self.clock.now() else None
+
+    # -- settling the run --------------------------------------------------------------
+
+    def _inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        where = f"workflow {self.workflow.name!r} (run {self.run_id!r})"
+        return self.workflow.codec.decode_args(self.claimed.inputs, where)
+
+    def _settle(self, value: Any, raised: BaseException | None) -> None:
+        verdict = self.verdict
+        output = error = None
+        available_at = None
+        if verdict is not None:
+            if verdict.state is None:
+                log.info("run %s: %s; stopping without writing", self.run_id, verdict.reason)
+                return
+            to_state, reason, available_at = verdict.state, verdict.reason, verdict.available_at
+            error = None if verdict.error is None else dumps(verdict.error, "error")
+        elif raised is not None:
+            info = error_info(raised)
+            to_state, reason = State.FAILED, f"{info['type']}: {info['message']}"
+            error = dumps(info, "error")
+        else:
+            to_state, reason = State.SUCCESS, "workflow returned"
+            try:
+                output = dumps(value, f"output of workflow {self.workflow.name!r}")
+            except SerializationError as exc:
+                to_state, reason = State.FAILED, str(exc)
+                error = dumps(error_info(exc), "error")
+        try:
+            self.store.finish(
+                self.run_id,
+                self.token,
+                self.worker,
+                to_state,
+                self.clock.now(),
+                output=output,
+                error=error,
+                available_at=available_at,
+                reason=reason,
+            )
+        except LeaseLostError as exc:
+            log.info("run %s: %s; its outcome is discarded", self.run_id, exc)
+            return
+        if self.hooks.on_run_state:
+            Hooks.emit(self.hooks.on_run_state, self.run_id, State.RUNNING, to_state)
+
+
+@dataclass(frozen=True, slots=True)
+class _Replayed:
+    value: Any
+
+
+def _loads(text: str | None) -> dict[str, Any]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
+
+
+def _call_with_timeout(step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a plain step in its own thread and stop waiting for it after ``step.timeout``.
+
+    Python cannot stop a thread, so a timed-out thread is abandoned: it runs on until the
+    function returns, and whatever it returns is discarded. Give blocking calls their
+    own timeouts (an HTTP client's, a driver's) so that abandoned threads end soon.
+    """
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(step.fn, *args, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name=f"surestep-step-{step.name}", daemon=True).start()
+    if not finished.wait(step.timeout):
+        raise StepTimeoutError(
+            f"step {step.name!r} ran longer than its timeout of {step.timeout}s; the "
+            f"attempt counts as failed and its thread is abandoned"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+async def _await_with_timeout(step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        async with asyncio.timeout(step.timeout) as scope:
+            return await step.fn(*args, **kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise StepTimeoutError(
+                f"step {step.name!r} ran longer than its timeout of {step.timeout}s; the "
+                f"attempt was cancelled and counts as failed"
+            ) from None
+        raise
+
+
+def make_step_wrapper(step: StepDef) -> Callable[..., Any]:
+    """The function ``@app.step`` returns: checkpointed inside a workflow, plain outside."""
+    fn = step.fn
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        run = CURRENT_RUN.get()
+        if run is None or CURRENT_STEP.get() is not None:
+            return fn(*args, **kwargs)  # outside a workflow, or a step inside a step
+        if step.is_async and run.loop is not None and _on_loop(run.loop):
+            return run.run_step_async(step, run.next_position(), args, kwargs)
+        return run.run_step(step, args, kwargs)
+
+    return call
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

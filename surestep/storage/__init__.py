@@ -1,0 +1,61 @@
+"""Storage: the contract the engine uses, and its dialects."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from surestep.errors import ConfigurationError
+from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
+
+__all__ = ["ClaimedRun", "RecordedStep", "SQLStore", "StepOutcome", "open_store"]
+
+_SQLITE_HELP = (
+    "use sqlite:///relative/path.db or sqlite:////absolute/path.db (optionally ?synchronous=normal)"
+)
+
+
+def open_store(url: str) -> SQLStore:
+    """Open (and migrate) the database at ``url``.
+
+    >>> store = open_store("sqlite:///surestep.db")  # doctest: +SKIP
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"malformed database URL {url!r}: expected a scheme, e.g. "
+            f"sqlite:///surestep.db; {_SQLITE_HELP}"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        from surestep.storage.sqlite import SQLiteStore
+
+        path, synchronous = _sqlite_target(url)
+        return SQLiteStore(path, synchronous)
+    if scheme in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            "PostgreSQL is not supported by this version of surestep yet; use a sqlite:/// URL"
+        )
+    raise ConfigurationError(f"unsupported database URL scheme {scheme!r}; {_SQLITE_HELP}")
+
+
+def _sqlite_target(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise ConfigurationError(
+            f"malformed SQLite URL {url!r}: a SQLite URL has no host; {_SQLITE_HELP}"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError(f"malformed SQLite URL {url!r}: no file path; {_SQLITE_HELP}")
+    options = parse_qs(parts.query)
+    unknown = set(options) - {"synchronous"}
+    if unknown:
+        raise ConfigurationError(
+            f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}; "
+            f"the only option is synchronous=full|normal"
+        )
+    synchronous = options.get("synchronous", ["full"])[-1].lower()
+    if synchronous not in ("full", "normal"):
+        raise ConfigurationError(
+            f"synchronous={synchronous!r} in {url!r}: use synchronous=full or normal"
+        )
+    return path, synchronous

@@ -1,0 +1,83 @@
+-- surestep schema 1: runs, steps, attempts and the append-only event log.
+-- Times are epoch seconds (REAL) taken from the App's clock, so tests can inject one.
+
+CREATE TABLE surestep_runs (
+    id               TEXT PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    workflow_version TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    inputs           TEXT NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    -- when a pending or waiting run may be claimed; NULL while running or settled
+    available_at     REAL,
+    lease_owner      TEXT,
+    -- bumped on every claim: a write that carries an older token is fenced off
+    lease_token      INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at REAL,
+    parent_id        TEXT
+);
+
+-- The claim query reads only this partial index, however many finished runs there are.
+CREATE INDEX surestep_runs_claimable ON surestep_runs (available_at)
+    WHERE state IN ('pending', 'waiting');
+CREATE INDEX surestep_runs_leased ON surestep_runs (lease_expires_at)
+    WHERE state = 'running';
+CREATE INDEX surestep_runs_by_state ON surestep_runs (state, created_at);
+CREATE INDEX surestep_runs_by_workflow ON surestep_runs (workflow, created_at);
+
+CREATE TABLE surestep_steps (
+    run_id          TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    name            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    output          TEXT,
+    error           TEXT,
+    attempts        INTEGER NOT NULL,
+    -- attempts made before the last redrive; the retry budget counts from here
+    retry_base      INTEGER NOT NULL DEFAULT 0,
+    started_at      REAL NOT NULL,
+    finished_at     REAL,
+    next_attempt_at REAL,
+    PRIMARY KEY (run_id, position)
+) WITHOUT ROWID;
+
+CREATE TABLE surestep_attempts (
+    run_id      TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    worker      TEXT NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (run_id, position, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE surestep_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL,
+    position   INTEGER,
+    step       TEXT,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         REAL NOT NULL,
+    actor      TEXT NOT NULL,
+    reason     TEXT,
+    attempt    INTEGER
+);
+CREATE INDEX surestep_events_by_run ON surestep_events (run_id, id);
+
+-- The event log is append-only. Events may go only once their run has been deleted
+-- (retention), never while the run exists.
+CREATE TRIGGER surestep_events_no_update BEFORE UPDATE ON surestep_events
+BEGIN
+    SELECT RAISE(ABORT, 'surestep_events is append-only');
+END;
+CREATE TRIGGER surestep_events_no_delete BEFORE DELETE ON surestep_events
+    WHEN EXISTS (SELECT 1 FROM surestep_runs WHERE id = OLD.run_id)
+BEGIN
+    SELECT RAISE(ABORT, 'surestep_events is append-only while its run exists');
+END;

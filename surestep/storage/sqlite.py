@@ -1,0 +1,156 @@
+"""SQLite: the embedded default. One file, no server.
+
+One connection per process, serialised by a lock: SQLite admits one writer at a time
+anyway, and its busy handler sleeps in steps of up to 100 ms, so letting threads of one
+process contend through it would cost far more than the lock. Other processes (more
+workers, the CLI) contend through ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from surestep.errors import SchemaVersionError, StorageError
+from surestep.storage.base import Cursor, SQLStore
+from surestep.storage.migrations import load
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class SQLiteStore(SQLStore):
+    """Storage in one SQLite file, in WAL mode.
+
+    ``synchronous="full"`` (the default) makes every commit durable across a power cut;
+    ``"normal"`` survives a process crash but may lose the last commits on power loss,
+    for roughly ten times the commit rate.
+    """
+
+    def __init__(self, path: str, synchronous: str = "full") -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._explain(exc) from None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot create the directory for SQLite database {path!r}: {exc}. "
+                f"Point the database URL at a writable location"
+            ) from None
+
+    @property
+    def description(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._explain(exc) from None
+            try:
+                yield cur
+            except BaseException:
+                self._conn.rollback()
+                raise
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._conn.rollback()
+                raise self._explain(exc) from None
+
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                cur.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def schema_version(self) -> int:
+        with self.reading() as cur:
+            cur.execute("SELECT MAX(version) FROM surestep_migrations")
+            return int(cur.fetchone()[0] or 0)
+
+    def _migrate(self) -> None:
+        migrations = load("sqlite")
+        latest = migrations[-1].version
+        cur = self._conn.cursor()
+        # BEGIN IMMEDIATE takes the write lock first, so two processes opening an empty
+        # file at once apply the migrations once, one after the other.
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS surestep_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            cur.execute("SELECT MAX(version) FROM surestep_migrations")
+            current = int(cur.fetchone()[0] or 0)
+            if current > latest:
+                raise SchemaVersionError(
+                    f"the database {self.path!r} has schema version {current}, newer than "
+                    f"this surestep understands (up to {latest}). Upgrade surestep "
+                    f"(pip install -U surestep) before using this database"
+                )
+            for migration in migrations[current:]:
+                for statement in _statements(migration.sql):
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO surestep_migrations VALUES (?, ?, julianday('now'))",
+                    (migration.version, migration.name),
+                )
+            cur.execute("COMMIT")
+        except BaseException:
+            self._conn.rollback()
+            raise
+
+    def _explain(self, exc: sqlite3.DatabaseError) -> StorageError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            hint = (
+                "the file is not a SQLite database or is corrupt; restore it from a "
+                "backup, or point the database URL at another file"
+            )
+        elif "unable to open" in text:
+            hint = "check that the directory exists and this user may write to it"
+        elif "readonly" in text:
+            hint = "the file or its directory is read-only; make both writable"
+        elif "locked" in text or "busy" in text:
+            hint = "another process held the write lock for over 30 s; is one stuck?"
+        else:
+            hint = "see the SQLite message above"
+        return StorageError(f"SQLite database {self.path!r}: {text} ({hint})")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()

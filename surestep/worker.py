@@ -1,0 +1,296 @@
+"""The worker: claims due runs under a lease and executes many of them at once.
+
+One asyncio loop per worker. ``async def`` workflows run on the loop; plain workflows
+run in a thread pool of ``concurrency`` threads. A run that waits (for a retry backoff)
+is released, so it holds no slot, thread or memory until it is due again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from surestep.errors import ConfigurationError
+from surestep.runtime import RunExecution
+from surestep.storage import ClaimedRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from surestep.app import App
+
+log = logging.getLogger("surestep.worker")
+
+
+def host_key() -> str:
+    """Names this host *and* PID namespace, so that a worker may judge whether another
+    worker's process is alive only when it can really see that process."""
+    host = socket.gethostname()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return host
+    return f"{host}/{hashlib.sha256(f'{boot}:{namespace}'.encode()).hexdigest()[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Worker:
+    """Executes runs of the App's workflows.
+
+    >>> app.worker(concurrency=16).run()   # blocks until SIGTERM or SIGINT  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int = 16,
+        lease_seconds: float = 30.0,
+        heartbeat_interval: float | None = None,
+        poll_interval: float = 0.1,
+        grace_period: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        if lease_seconds <= 0 or poll_interval <= 0 or grace_period < 0:
+            raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+        self.app = app
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
+        self.poll_interval = poll_interval
+        self.grace_period = grace_period
+        self.host = host_key()
+        self.id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._running: dict[asyncio.Task[None], ClaimedRun] = {}
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._forced = False
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        asyncio.run(self.run_async(handle_signals=True))
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully; safe from any thread."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def run_async(
+        self,
+        *,
+        handle_signals: bool = False,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run on the current event loop until stopped, or until ``until()`` is true."""
+        self._loop = asyncio.get_running_loop()
+        self._stop, self._wake = asyncio.Event(), asyncio.Event()
+        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="surestep-run")
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        wake = self._wake_from_any_thread
+        self.app._wakers.add(wake)
+        beat = asyncio.create_task(self._heartbeat())
+        log.info("worker %s started on %s", self.id, self.app.store.description)
+        try:
+            self._recover_local()
+            await self._claim_loop(threads, until)
+        finally:
+            self.app._wakers.discard(wake)
+            beat.cancel()
+            await self._shutdown()
+            threads.shutdown(wait=False, cancel_futures=True)
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+            log.info("worker %s stopped", self.id)
+
+    async def _claim_loop(
+        self, threads: ThreadPoolExecutor, until: Callable[[], bool] | None
+    ) -> None:
+        assert self._stop is not None and self._wake is not None
+        store, clock = self.app.store, self.app.clock
+        keys = [(wf.name, wf.version) for wf in self.app.registry.workflows()]
+        while not self._stop.is_set():
+            if until is not None and until():
+                return
+            self._wake.clear()
+            free = self.concurrency - len(self._running)
+            if free == 0:
+                await self._nap(None)  # a finishing run wakes us
+                continue
+            claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
+            for run in claimed:
+                task = asyncio.create_task(self._execute(run, threads))
+                self._running[task] = run
+                task.add_done_callback(self._finished)
+            if len(claimed) == free:
+                await asyncio.sleep(0)  # let the new runs start; more may be due
+                continue
+            await self._idle(store.next_due(keys))
+
+    async def _idle(self, next_due: float | None) -> None:
+        """Sleep until something may be due: a slot frees, a run starts, or a timer."""
+        until_due = None if next_due is None else max(0.0, next_due - self.app.clock.now())
+        if self._running:
+            # A finishing run wakes us; the clock is left alone.
+            await self._nap(
+                self.poll_interval if until_due is None else min(self.poll_interval, until_due)
+            )
+        else:
+            # Sleeping on the App's clock lets a FakeClock jump straight to the next
+            # timer, so tests of hour-long backoffs take no time.
+            await self._nap(
+                self.poll_interval, on_clock=self.poll_interval if until_due is None else until_due
+            )
+
+    async def _nap(self, timeout: float | None, on_clock: float | None = None) -> None:
+        """Wait until woken or stopped, at most ``timeout`` real seconds or ``on_clock``
+        seconds of the App's clock, whichever ends first."""
+        assert self._stop is not None and self._wake is not None
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._stop.wait()),
+        ]
+        if on_clock is not None:
+            waits.append(asyncio.ensure_future(self.app.clock.sleep(on_clock)))
+        _, pending = await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+        for task in pending:
+            task.cancel()
+
+    async def _execute(self, claimed: ClaimedRun, threads: ThreadPoolExecutor) -> None:
+        app = self.app
+        try:
+            workflow = app.registry.workflow(claimed.workflow)
+            execution = RunExecution(
+                store=app.store,
+                clock=app.clock,
+                hooks=app.hooks,
+                worker=self.id,
+                claimed=claimed,
+                workflow=workflow,
+                recorded=app.store.recorded_steps(claimed.id),
+                loop=self._loop,
+            )
+            if workflow.is_async:
+                await execution.execute_async()
+            else:
+                assert self._loop is not None
+                await self._loop.run_in_executor(threads, execution.execute_sync)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("run %s: the worker failed executing it; releasing it", claimed.id)
+            with contextlib.suppress(Exception):
+                app.store.release(
+                    [(claimed.id, claimed.token)],
+                    self.id,
+                    "worker error; see the worker's log",
+                    app.clock.now(),
+                )
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        store, clock = self.app.store, self.app.clock
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                store.heartbeat(self.id, clock.now(), self.lease_seconds)
+                self._recover_expired()
+                self._recover_local()
+            except Exception:
+                log.exception("worker %s: heartbeat failed; will try again", self.id)
+
+    def _recover_expired(self) -> None:
+        store, now = self.app.store, self.app.clock.now()
+        lapsed = [
+            (run, token, owner)
+            for run, token, owner in store.expired_leases(now)
+            if owner != self.id
+        ]
+        for run, token, owner in lapsed:
+            store.release([(run, token)], self.id, f"lease of worker {owner} expired", now)
+        if lapsed:
+            self._wake_from_any_thread()
+
+    def _recover_local(self) -> None:
+        """Take back at once the runs of workers on this host whose process is gone."""
+        store = self.app.store
+        gone = []
+        for run, token, owner in store.leases_of(self.host + ":"):
+            pid = owner.rsplit(":", 2)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                gone.append((run, token, owner))
+        for run, token, owner in gone:
+            store.release(
+                [(run, token)],
+                self.id,
+                f"worker {owner} is gone (its process has exited)",
+                self.app.clock.now(),
+            )
+
+    async def _shutdown(self) -> None:
+        if self._running:
+            grace = 0.0 if self._forced else self.grace_period
+            log.info(
+                "worker %s: waiting up to %.0fs for %d run(s) in flight",
+                self.id,
+                grace,
+                len(self._running),
+            )
+            _, pending = await asyncio.wait(list(self._running), timeout=grace)
+            left = [self._running[task] for task in pending if task in self._running]
+            for task in pending:
+                task.cancel()
+            if left:
+                # Their threads may still be running; the release fences off any write
+                # they attempt later, and another worker resumes them from the last step.
+                self.app.store.release(
+                    [(r.id, r.token) for r in left],
+                    self.id,
+                    "worker shut down before the run finished",
+                    self.app.clock.now(),
+                )
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        assert self._stop is not None
+        if self._stop.is_set():
+            log.warning("second %s: stopping now, without waiting", sig.name)
+            self._forced = True
+        else:
+            log.info("%s: finishing in-flight steps, then stopping", sig.name)
+        self._stop.set()
+
+    def _wake_from_any_thread(self) -> None:
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self._loop.call_soon_threadsafe(self._wake.set)
