@@ -122,7 +122,7 @@ class App:
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
             step = self.registry.add_step(
-                fn, name or fn.__qualname__, retry or DEFAULT_RETRY, timeout, on_exhausted
+                fn, name or _default_name(fn), retry or DEFAULT_RETRY, timeout, on_exhausted
             )
             return functools.wraps(fn)(make_step_wrapper(step))
 
@@ -193,13 +193,13 @@ class App:
             raise ConfigurationError(f"limit must be >= 1, got {limit}")
         return self.store.list_runs(state, workflow, limit)
 
-    def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> None:
-        """Cancel a run that has not finished.
+    def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:
+        """Cancel a run that has not finished; return the state it was in.
 
         A pending, waiting or dead-lettered run is cancelled at once; a running run stops
         at its next step boundary (the step in flight finishes, its result is discarded).
         """
-        self.store.cancel(run_id, actor or self.actor, reason, self.clock.now())
+        return self.store.cancel(run_id, actor or self.actor, reason, self.clock.now())
 
     def retry(self, run_id: str, *, actor: str | None = None) -> list[str]:
         """Redrive a dead-lettered run from its failed step; completed steps are not re-run.
@@ -227,6 +227,11 @@ class App:
         if self.registry.workflow(wf.name) is not wf:
             raise UnknownWorkflowError(f"workflow {wf.name!r} belongs to another App")
         return wf
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped."""
+    return fn.__qualname__.rsplit("<locals>.", 1)[-1]
 
 
 class RunHandle:

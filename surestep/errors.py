@@ -84,8 +84,9 @@ class IllegalTransitionError(SurestepError):
         self.kind = kind
         self.from_state = from_state
         self.to_state = to_state
+        before = "(new)" if from_state is None else f"'{from_state!s}'"
         super().__init__(
-            f"illegal {kind} transition {from_state!r} -> {to_state!r}; "
+            f"illegal {kind} transition {before} -> '{to_state!s}'; "
             f"see surestep.states for the allowed transitions"
         )
 

@@ -65,6 +65,11 @@ class Retry:
             raise ConfigurationError(f"Retry(max_attempts={self.max_attempts}): must be >= 1")
         if self.initial_delay < 0 or self.max_delay < 0:
             raise ConfigurationError("Retry delays must be >= 0 seconds")
+        if self.initial_delay > self.max_delay:
+            raise ConfigurationError(
+                f"Retry(initial_delay={self.initial_delay}) exceeds max_delay={self.max_delay}; "
+                f"raise max_delay too, or every wait would be capped at {self.max_delay}s"
+            )
         if self.backoff < 1:
             raise ConfigurationError(f"Retry(backoff={self.backoff}): must be >= 1")
         for name in ("retry_on", "give_up_on"):

@@ -29,6 +29,7 @@ from surestep.errors import (
     SerializationError,
     StepError,
     StepTimeoutError,
+    StorageError,
 )
 from surestep.hooks import Hooks
 from surestep.registry import StepDef, WorkflowDef
@@ -57,13 +58,23 @@ class Verdict:
     error: dict[str, Any] | None = None
 
     def outranks(self, other: Verdict) -> bool:
-        """A lost lease beats everything, then failure, dead letter, and the earliest wait."""
+        """A lost lease beats everything, then a storage error, a failure, a dead letter,
+        and the earliest wait."""
         if self.state == other.state == State.WAITING:
             return (self.available_at or 0) < (other.available_at or 0)
         return _RANK[self.state] < _RANK[other.state]
 
 
-_RANK: dict[State | None, int] = {None: 0, State.FAILED: 1, State.DEAD_LETTER: 2, State.WAITING: 3}
+_RANK: dict[State | None, int] = {
+    None: 0,
+    State.PENDING: 1,
+    State.FAILED: 2,
+    State.DEAD_LETTER: 3,
+    State.WAITING: 4,
+}
+
+#: How long a run handed back after a storage error waits before it is claimed again.
+_STORAGE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +199,13 @@ class RunExecution:
             else:
                 result = _call_with_timeout(step, args, kwargs)
         except Exception as exc:
+            error: Exception | None = exc
+        else:
+            error = None
+        finally:
             CURRENT_STEP.reset(token)
-            return self._failed(step, context, attempt, started, exc)
-        CURRENT_STEP.reset(token)
+        if error is not None:
+            return self._failed(step, context, attempt, started, error)
         return self._succeeded(step, context, attempt, started, result)
 
     async def run_step_async(
@@ -214,9 +229,13 @@ class RunExecution:
                 else:
                     result = await _await_with_timeout(step, args, kwargs)
             except Exception as exc:
+                error: Exception | None = exc
+            else:
+                error = None
+            finally:
                 CURRENT_STEP.reset(token)
-                return self._failed(step, context, attempt, started, exc)
-            CURRENT_STEP.reset(token)
+            if error is not None:
+                return self._failed(step, context, attempt, started, error)
             return self._succeeded(step, context, attempt, started, result)
         finally:
             if tracked:
@@ -336,6 +355,16 @@ class RunExecution:
             self.store.record_step(self.run_id, self.token, self.worker, outcome)
         except LeaseLostError as exc:
             self._halt(Verdict(None, str(exc)))
+        except StorageError as exc:
+            # The database is in trouble, not the workflow: hand the run back to be
+            # resumed from its last checkpoint, rather than failing it for good.
+            self._halt(
+                Verdict(
+                    State.PENDING,
+                    f"storage error, will resume: {exc}",
+                    self.clock.now() + _STORAGE_RETRY_SECONDS,
+                )
+            )
         if self.hooks.after_step:
             Hooks.emit(
                 self.hooks.after_step,

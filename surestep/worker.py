@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -71,8 +72,14 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        if lease_seconds <= 0 or poll_interval <= 0 or grace_period < 0:
-            raise ConfigurationError("lease_seconds and poll_interval must be > 0, grace >= 0")
+        for option, value, least in (
+            ("lease_seconds", lease_seconds, 0.0),
+            ("poll_interval", poll_interval, 0.0),
+        ):
+            if not value > least:
+                raise ConfigurationError(f"worker {option} must be > 0 seconds, got {value}")
+        if grace_period < 0:
+            raise ConfigurationError(f"worker grace_period must be >= 0, got {grace_period}")
         self.app = app
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -199,7 +206,10 @@ class Worker:
                 await execution.execute_async()
             else:
                 assert self._loop is not None
-                await self._loop.run_in_executor(threads, execution.execute_sync)
+                # A fresh context per run: nothing set by one run can leak into the
+                # next run that lands on the same pool thread.
+                fresh = contextvars.Context()
+                await self._loop.run_in_executor(threads, fresh.run, execution.execute_sync)
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -224,7 +234,8 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                store.heartbeat(self.id, clock.now(), self.lease_seconds)
+                in_flight = [run.id for run in self._running.values()]
+                store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
                 self._recover_expired()
                 self._recover_local()
             except Exception:
@@ -232,11 +243,8 @@ class Worker:
 
     def _recover_expired(self) -> None:
         store, now = self.app.store, self.app.clock.now()
-        lapsed = [
-            (run, token, owner)
-            for run, token, owner in store.expired_leases(now)
-            if owner != self.id
-        ]
+        in_flight = {run.id for run in self._running.values()}
+        lapsed = [lease for lease in store.expired_leases(now) if lease[0] not in in_flight]
         for run, token, owner in lapsed:
             store.release([(run, token)], self.id, f"lease of worker {owner} expired", now)
         if lapsed:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from surestep.errors import ConfigurationError
 from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
 
-__all__ = ["ClaimedRun", "RecordedStep", "SQLStore", "StepOutcome", "open_store"]
+__all__ = ["ClaimedRun", "RecordedStep", "SQLStore", "StepOutcome", "open_store", "redact"]
 
 _SQLITE_HELP = (
     "use sqlite:///relative/path.db or sqlite:////absolute/path.db (optionally ?synchronous=normal)"
 )
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``.
+
+    >>> redact("postgresql://app:s3cret@db/prod")
+    'postgresql://app:***@db/prod'
+    """
+    return re.sub(r"(://[^\s:/@]*:)[^\s@/]*@", r"\1***@", str(text))
 
 
 def open_store(url: str) -> SQLStore:
@@ -21,7 +31,7 @@ def open_store(url: str) -> SQLStore:
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"malformed database URL {url!r}: expected a scheme, e.g. "
+            f"malformed database URL {redact(url)!r}: expected a scheme, e.g. "
             f"sqlite:///surestep.db; {_SQLITE_HELP}"
         )
     scheme = url.split("://", 1)[0].lower()
@@ -41,21 +51,23 @@ def _sqlite_target(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.netloc:
         raise ConfigurationError(
-            f"malformed SQLite URL {url!r}: a SQLite URL has no host; {_SQLITE_HELP}"
+            f"malformed SQLite URL {redact(url)!r}: a SQLite URL has no host; {_SQLITE_HELP}"
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     if not path:
-        raise ConfigurationError(f"malformed SQLite URL {url!r}: no file path; {_SQLITE_HELP}")
+        raise ConfigurationError(
+            f"malformed SQLite URL {redact(url)!r}: no file path; {_SQLITE_HELP}"
+        )
     options = parse_qs(parts.query)
     unknown = set(options) - {"synchronous"}
     if unknown:
         raise ConfigurationError(
-            f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}; "
+            f"unknown SQLite URL option(s) {sorted(unknown)} in {redact(url)!r}; "
             f"the only option is synchronous=full|normal"
         )
     synchronous = options.get("synchronous", ["full"])[-1].lower()
     if synchronous not in ("full", "normal"):
         raise ConfigurationError(
-            f"synchronous={synchronous!r} in {url!r}: use synchronous=full or normal"
+            f"synchronous={synchronous!r} in {redact(url)!r}: use synchronous=full or normal"
         )
     return path, synchronous

@@ -318,13 +318,20 @@ class SQLStore(ABC):
                 (run_id, None, None, State.RUNNING, to_state, now, worker, reason, None),
             )
 
-    def heartbeat(self, worker: str, now: float, lease_seconds: float) -> int:
-        """Extend the leases of every run ``worker`` holds; return how many."""
+    def heartbeat(self, worker: str, runs: Sequence[str], now: float, lease_seconds: float) -> int:
+        """Extend ``worker``'s leases on ``runs`` (those it is executing); return how many.
+
+        Only runs really in flight are renewed, so a run the worker holds but no longer
+        executes (after an error) lapses and is recovered.
+        """
+        if not runs:
+            return 0
+        marks = ", ".join("?" for _ in runs)
         with self.transaction() as cur:
             cur.execute(
                 "UPDATE surestep_runs SET lease_expires_at = ?"
-                " WHERE lease_owner = ? AND state = 'running'",
-                (now + lease_seconds, worker),
+                f" WHERE lease_owner = ? AND state = 'running' AND id IN ({marks})",
+                (now + lease_seconds, worker, *runs),
             )
             return cur.rowcount
 
@@ -571,6 +578,12 @@ class SQLStore(ABC):
             )
             row = cur.fetchone()
         return None if row is None else row[0]
+
+    def schema_version(self) -> int:
+        """The number of the last migration applied to this database."""
+        with self.reading() as cur:
+            cur.execute("SELECT MAX(version) FROM surestep_migrations")
+            return int(cur.fetchone()[0] or 0)
 
     def count_by_state(self) -> dict[State, int]:
         with self.reading() as cur:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,33 +65,32 @@ class SQLiteStore(SQLStore):
                 raise self._explain(exc) from None
             try:
                 yield cur
-            except BaseException:
-                self._conn.rollback()
-                raise
-            try:
                 cur.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._conn.rollback()
                 raise self._explain(exc) from None
+            except BaseException:
+                self._conn.rollback()
+                raise
 
     @contextmanager
     def reading(self) -> Iterator[Cursor]:
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute("BEGIN")
             try:
+                cur.execute("BEGIN")
                 yield cur
-            finally:
                 cur.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._conn.rollback()
+                raise self._explain(exc) from None
+            except BaseException:
+                self._conn.rollback()
+                raise
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-    def schema_version(self) -> int:
-        with self.reading() as cur:
-            cur.execute("SELECT MAX(version) FROM surestep_migrations")
-            return int(cur.fetchone()[0] or 0)
 
     def _migrate(self) -> None:
         migrations = load("sqlite")
@@ -116,8 +116,8 @@ class SQLiteStore(SQLStore):
                 for statement in _statements(migration.sql):
                     cur.execute(statement)
                 cur.execute(
-                    "INSERT INTO surestep_migrations VALUES (?, ?, julianday('now'))",
-                    (migration.version, migration.name),
+                    "INSERT INTO surestep_migrations VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
                 )
             cur.execute("COMMIT")
         except BaseException:
@@ -135,6 +135,8 @@ class SQLiteStore(SQLStore):
             hint = "check that the directory exists and this user may write to it"
         elif "readonly" in text:
             hint = "the file or its directory is read-only; make both writable"
+        elif "full" in text:
+            hint = "free disk space; runs resume from their last checkpoint"
         elif "locked" in text or "busy" in text:
             hint = "another process held the write lock for over 30 s; is one stuck?"
         else:

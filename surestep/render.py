@@ -1,0 +1,240 @@
+"""Renders runs, steps and events for the terminal (rich tables) and for scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Final
+
+import typer
+from rich.console import Console
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.states import State
+
+STATE_STYLES: Final[dict[State, str]] = {
+    State.PENDING: "cyan",
+    State.RUNNING: "blue",
+    State.WAITING: "yellow",
+    State.NEEDS_REVIEW: "magenta",
+    State.SUCCESS: "green",
+    State.FAILED: "red",
+    State.DEAD_LETTER: "bold red",
+    State.CANCELLED: "dim",
+}
+
+
+def new_console() -> Console:
+    return Console(highlight=False)
+
+
+def echo_json(data: Any) -> None:
+    # States are str enums, so they encode as their values; times stay epoch seconds.
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def state_text(state: State | None) -> Text:
+    if state is None:
+        return Text("—", style="dim")
+    return Text(state.value, style=STATE_STYLES.get(state, ""))
+
+
+def format_time(epoch: float | None) -> str:
+    return "" if epoch is None else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def error_summary(error: dict[str, Any] | None, width: int = 80) -> str:
+    lines = error_text(error).splitlines()
+    first = lines[0] if lines else ""
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
+def run_summary(run: RunRecord) -> dict[str, Any]:
+    """A run as JSON, without the steps and events that listings do not load."""
+    data = asdict(run)
+    del data["steps"], data["events"]
+    return data
+
+
+def new_table(*headers: str, title: str | None = None, whole: Sequence[str] = ()) -> Table:
+    """A table whose cells wrap rather than hide text; ``whole`` columns never wrap."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, no_wrap=header in whole, overflow="fold")
+    return table
+
+
+def runs_table(found: Sequence[RunRecord]) -> Table:
+    table = new_table(
+        "run", "workflow", "state", "created", "updated", "error", whole=("run", "state")
+    )
+    for run in found:
+        table.add_row(
+            Text(run.id),
+            Text(f"{run.workflow}@{run.workflow_version}"),
+            state_text(run.state),
+            format_time(run.created_at),
+            format_time(run.updated_at),
+            Text(error_summary(run.error)),
+        )
+    return table
+
+
+def run_header(run: RunRecord) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, Text | str]] = [
+        ("run", Text(run.id)),
+        ("workflow", Text(run.workflow)),
+        ("version", Text(run.workflow_version)),
+        ("state", state_text(run.state)),
+        ("inputs", Text(json.dumps(run.inputs, ensure_ascii=False, default=str))),
+    ]
+    if run.state == State.SUCCESS:
+        rows.append(("output", Text(json.dumps(run.output, ensure_ascii=False, default=str))))
+    if run.error:
+        rows.append(("error", Text(error_text(run.error), style="red")))
+    if run.lease_owner:
+        rows.append(("lease owner", Text(run.lease_owner)))
+    if run.available_at is not None:
+        rows.append(("due", format_time(run.available_at)))
+    if run.parent_id:
+        rows.append(("parent", Text(run.parent_id)))
+    rows += [("created", format_time(run.created_at)), ("updated", format_time(run.updated_at))]
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def last_failure(step: StepRecord) -> dict[str, Any] | None:
+    failed = [a.error for a in step.attempt_records if a.error]
+    return failed[-1] if failed else step.error
+
+
+def steps_table(steps: Sequence[StepRecord]) -> Table:
+    table = new_table(
+        "#",
+        "step",
+        "state",
+        "attempts",
+        "duration",
+        "last error",
+        "next attempt",
+        title="steps",
+        whole=("state",),
+    )
+    for step in steps:
+        duration = None if step.finished_at is None else step.finished_at - step.started_at
+        waiting = step.state == State.WAITING
+        table.add_row(
+            str(step.position),
+            Text(step.name),
+            state_text(step.state),
+            str(step.attempts),
+            "" if duration is None else format_duration(duration),
+            Text(error_summary(last_failure(step))),
+            format_time(step.next_attempt_at) if waiting else "",
+        )
+    return table
+
+
+def print_tracebacks(console: Console, steps: Sequence[StepRecord], show: bool) -> None:
+    failed: list[tuple[StepRecord, AttemptRecord, str]] = [
+        (step, attempt, str(attempt.error["traceback"]))
+        for step in steps
+        for attempt in step.attempt_records
+        if attempt.error and attempt.error.get("traceback")
+    ]
+    if not failed:
+        return
+    if not show:
+        console.print(
+            Text(
+                f"{len(failed)} failed attempt(s) have a traceback; add --tracebacks to see them",
+                style="dim",
+            )
+        )
+        return
+    for step, attempt, traceback in failed:
+        title = f"step {step.position} {step.name}, attempt {attempt.attempt}"
+        console.print(Rule(Text(title), align="left"))
+        console.print(Text(traceback.rstrip()))
+
+
+def event_row(event: EventRecord) -> tuple[str, Text, Text, str, Text, str]:
+    where = "run" if event.position is None else f"{event.position} {event.step}"
+    change = Text.assemble(state_text(event.from_state), " → ", state_text(event.to_state))
+    return (
+        format_time(event.at),
+        Text(where),
+        change,
+        event.actor,
+        Text(event.reason or ""),
+        "" if event.attempt is None else str(event.attempt),
+    )
+
+
+def events_table(events: Sequence[EventRecord]) -> Table:
+    table = new_table(
+        "time", "step", "change", "actor", "reason", "attempt", title="events", whole=("time",)
+    )
+    for event in events:
+        table.add_row(*event_row(event))
+    return table
+
+
+def dead_step(run: RunRecord) -> StepRecord | None:
+    dead = [step for step in run.steps if step.state == State.DEAD_LETTER]
+    return dead[-1] if dead else None
+
+
+def dead_letter_summary(run: RunRecord) -> dict[str, Any]:
+    data = run_summary(run)
+    step = dead_step(run)
+    if step is None:
+        data["dead_letter_step"] = None
+    else:
+        data["dead_letter_step"] = asdict(step)
+        del data["dead_letter_step"]["attempt_records"]
+    return data
+
+
+def dead_letter_table(found: Sequence[RunRecord]) -> Table:
+    table = new_table(
+        "run", "workflow", "step", "attempts", "last error", "dead-lettered", whole=("run",)
+    )
+    for run in found:
+        step = dead_step(run)
+        table.add_row(
+            Text(run.id),
+            Text(f"{run.workflow}@{run.workflow_version}"),
+            Text("" if step is None else f"{step.position} {step.name}"),
+            "" if step is None else str(step.attempts),
+            Text(error_summary(run.error if step is None else last_failure(step))),
+            format_time(run.updated_at),
+        )
+    return table

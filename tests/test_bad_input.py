@@ -1,0 +1,126 @@
+"""Bad input gets a clear error that says what to do, and nothing is half-written."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from surestep import (
+    App,
+    ConfigurationError,
+    DuplicateWorkflowError,
+    SchemaVersionError,
+    SerializationError,
+    StorageError,
+    UnknownWorkflowError,
+)
+from surestep.storage import open_store
+
+
+def test_unknown_workflow_name(app: App) -> None:
+    @app.workflow(name="known")
+    def known() -> None: ...
+
+    with pytest.raises(UnknownWorkflowError, match=r"'nope'.*known: known.*import the module"):
+        app.start("nope")
+
+
+def test_a_plain_function_is_not_a_workflow(app: App) -> None:
+    def plain() -> None: ...
+
+    with pytest.raises(UnknownWorkflowError, match=r"decorate it with @app.workflow"):
+        app.start(plain)
+
+
+def test_two_workflows_under_one_name(app: App) -> None:
+    @app.workflow(name="ingest")
+    def one() -> None: ...
+
+    with pytest.raises(DuplicateWorkflowError, match="'ingest' is already registered"):
+
+        @app.workflow(name="ingest")
+        def two() -> None: ...
+
+
+def test_unserialisable_input_names_the_argument_and_stores_nothing(app: App) -> None:
+    @app.workflow()
+    def wf(doc: object) -> None: ...
+
+    with pytest.raises(SerializationError, match=r"argument 'doc' of workflow 'wf'.*lock"):
+        app.start(wf, threading.Lock())
+    assert app.list_runs() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("surestep.db", "expected a scheme"),
+        ("mysql://host/db", "unsupported database URL scheme 'mysql'"),
+        ("sqlite://", "no file path"),
+        ("sqlite://host/x.db", "has no host"),
+        ("sqlite:///x.db?journal=off", "unknown SQLite URL option"),
+        ("sqlite:///x.db?synchronous=off", "synchronous=full or normal"),
+    ],
+)
+def test_malformed_database_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        open_store(url)
+
+
+def test_a_database_path_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match=r"writable"):
+        open_store(f"sqlite:///{blocker / 'sub' / 'x.db'}")
+
+
+def test_a_database_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"unable to open.*may write to it"):
+        open_store(f"sqlite:///{tmp_path}")
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not sqlite at all, just text pretending" * 100)
+    with pytest.raises(StorageError, match=r"not a SQLite database or is corrupt.*backup"):
+        open_store(f"sqlite:///{path}")
+    assert path.read_bytes().startswith(b"this is not sqlite")  # left untouched
+
+
+def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    open_store(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO surestep_migrations VALUES (99, 'from_the_future', 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError, match=r"schema version 99.*Upgrade surestep"):
+        open_store(f"sqlite:///{path}")
+
+
+def test_bad_step_declarations(app: App) -> None:
+    with pytest.raises(ConfigurationError, match=r"on_exhausted='retry'"):
+
+        @app.step(on_exhausted="retry")
+        def a() -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"timeout"):
+
+        @app.step(timeout=0)
+        def b() -> None: ...
+
+
+def test_an_empty_run_id_is_refused(app: App) -> None:
+    @app.workflow()
+    def wf() -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"run_id"):
+        app.start(wf, run_id="  ")
+
+
+def test_list_runs_with_an_unknown_state(app: App) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown state 'done'.*dead_letter"):
+        app.list_runs(state="done")

@@ -1,0 +1,421 @@
+"""The ``surestep`` command against a real SQLite file: runs are made with the library."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from surestep import App, Retry, State
+from surestep.cli import app as cli
+from surestep.states import SETTLED
+from surestep.testing import drive, run_workflow
+
+START = 1_700_000_000.0  # the start of the conftest clock
+
+
+@dataclass
+class Project:
+    """An App with a run in each interesting state: ok-1, dl-1 and pending-1."""
+
+    app: App
+    url: str
+    api_down: dict[str, bool]
+
+
+@pytest.fixture
+def project(app: App, db_url: str) -> Project:
+    """Runs made with the library on ``app`` (conftest: a FakeClock at START)."""
+    api_down = {"yes": True}
+
+    @app.step("shout")
+    def shout(name: str) -> str:
+        return name.upper()
+
+    @app.step("call_api", retry=Retry(max_attempts=2, initial_delay=1, jitter=False))
+    def call_api(x: int) -> int:
+        if api_down["yes"]:
+            raise ConnectionError("api is down")
+        return x * 2
+
+    @app.workflow()
+    def greet(name: str) -> str:
+        return f"hello {shout(name)}"
+
+    @app.workflow()
+    def fragile(x: int) -> int:
+        return call_api(x) + 1
+
+    run_workflow(app, greet, "ada", run_id="ok-1")
+    run_workflow(app, fragile, 20, run_id="dl-1")
+    app.start(greet, "bob", run_id="pending-1")
+    return Project(app, db_url, api_down)
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    # A wide terminal, so table cells are not folded and can be searched for.
+    environment: dict[str, str | None] = {"COLUMNS": "200", "SURESTEP_DATABASE_URL": None}
+    return CliRunner().invoke(cli, list(args), env={**environment, **(env or {})})
+
+
+def local(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def assert_clean_error(result: Result, code: int, *fragments: str) -> None:
+    """The command failed with ``error: ...`` on stderr, nothing on stdout, no traceback."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+# -- runs ------------------------------------------------------------------------------
+
+
+def test_runs_lists_every_run_as_a_table(project: Project) -> None:
+    result = invoke("runs", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    for expected in ("ok-1", "dl-1", "pending-1", "greet@1", "fragile@1"):
+        assert expected in result.stdout
+    for state in ("success", "dead_letter", "pending"):
+        assert state in result.stdout
+    assert "ConnectionError: api is down" in result.stdout
+    assert local(START) in result.stdout
+
+
+def test_runs_json_is_machine_readable_and_filters(project: Project) -> None:
+    everything = invoke("runs", "--json", "--db", project.url)
+    dead = invoke("runs", "--json", "--state", "dead_letter", "--db", project.url)
+    greets = invoke("runs", "--json", "--workflow", "greet", "--db", project.url)
+    one = invoke("runs", "--json", "--limit", "1", "--db", project.url)
+
+    runs = json.loads(everything.stdout)
+    assert {run["id"]: run["state"] for run in runs} == {
+        "ok-1": "success",
+        "dl-1": "dead_letter",
+        "pending-1": "pending",
+    }
+    ok = next(run for run in runs if run["id"] == "ok-1")
+    assert ok["output"] == "hello ADA"
+    assert ok["inputs"] == {"name": "ada"}
+    assert ok["created_at"] == START
+    assert "steps" not in ok  # listings do not load steps, so they do not pretend to
+    assert [run["id"] for run in json.loads(dead.stdout)] == ["dl-1"]
+    assert {run["id"] for run in json.loads(greets.stdout)} == {"ok-1", "pending-1"}
+    assert len(json.loads(one.stdout)) == 1
+
+
+def test_runs_reads_the_database_url_from_the_environment(project: Project) -> None:
+    result = invoke("runs", "--json", env={"SURESTEP_DATABASE_URL": project.url})
+
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 3
+
+
+def test_runs_with_an_unknown_state_lists_the_valid_states(project: Project) -> None:
+    result = invoke("runs", "--state", "bogus", "--db", project.url)
+
+    assert result.exit_code == 2
+    assert "bogus" in result.stderr
+    for state in State:
+        assert f"'{state.value}'" in result.stderr
+
+
+def test_runs_on_an_empty_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/empty.db"
+
+    assert invoke("runs", "--db", url).stdout == "no runs\n"
+    assert json.loads(invoke("runs", "--json", "--db", url).stdout) == []
+
+
+def test_a_database_password_is_never_printed(tmp_path: Path) -> None:
+    result = invoke("runs", "--db", "sqlite://admin:hunter2@dbhost/x.db")
+
+    assert_clean_error(result, 1, "error: ", "admin:***@dbhost")
+    assert "hunter2" not in result.output
+
+
+# -- show ------------------------------------------------------------------------------
+
+
+def test_show_prints_the_run_its_steps_attempts_and_events(project: Project) -> None:
+    result = invoke("show", "dl-1", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "fragile" in out
+    assert '{"x": 20}' in out
+    assert "call_api" in out
+    assert "ConnectionError: api is down" in out
+    assert "started" in out and "claimed" in out  # event reasons
+    assert "running → dead_letter" in out
+    assert "2 failed attempt(s) have a traceback" in out
+    assert "Traceback (most recent call last)" not in out
+
+
+def test_show_with_tracebacks(project: Project) -> None:
+    result = invoke("show", "dl-1", "--tracebacks", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Traceback (most recent call last)") == 2
+    assert 'raise ConnectionError("api is down")' in result.stdout
+
+
+def test_show_of_a_successful_run_shows_its_output(project: Project) -> None:
+    result = invoke("show", "ok-1", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    assert '"hello ADA"' in result.stdout
+    assert "shout" in result.stdout
+
+
+def test_show_json_has_steps_attempts_and_events(project: Project) -> None:
+    result = invoke("show", "dl-1", "--json", "--db", project.url)
+
+    run = json.loads(result.stdout)
+    assert run["state"] == "dead_letter"
+    [step] = run["steps"]
+    assert step["name"] == "call_api"
+    assert [a["state"] for a in step["attempt_records"]] == ["failed", "failed"]
+    assert "ConnectionError" in step["attempt_records"][-1]["error"]["traceback"]
+    assert run["events"][0]["to_state"] == "pending"
+    assert run["events"][-1]["to_state"] == "dead_letter"
+
+
+def test_show_of_an_unknown_run(project: Project) -> None:
+    result = invoke("show", "nope", "--db", project.url)
+
+    assert_clean_error(result, 1, "error: no run with id 'nope'", "surestep runs")
+
+
+# -- dlq, retry, cancel ----------------------------------------------------------------
+
+
+def test_dlq_lists_the_dead_lettered_runs(project: Project) -> None:
+    table = invoke("dlq", "--db", project.url)
+    listing = invoke("dlq", "--json", "--db", project.url)
+
+    assert table.exit_code == 0, table.output
+    assert "dl-1" in table.stdout
+    assert "call_api" in table.stdout
+    assert "ConnectionError: api is down" in table.stdout
+    assert "ok-1" not in table.stdout
+    [run] = json.loads(listing.stdout)
+    assert run["id"] == "dl-1"
+    assert run["dead_letter_step"]["name"] == "call_api"
+    assert run["dead_letter_step"]["error"]["message"] == "api is down"
+
+
+def test_retry_redrives_a_dead_lettered_run(project: Project) -> None:
+    result = invoke("retry", "dl-1", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    assert "call_api" in result.stdout
+    handle = project.app.handle("dl-1")
+    assert handle.state == State.PENDING
+    redrive = project.app.get_run("dl-1").events[-1]
+    assert redrive.actor.startswith("cli:")
+
+    project.api_down["yes"] = False
+    drive(project.app, until=lambda: handle.state in SETTLED, timeout=10)
+    assert handle.result() == 41
+
+
+def test_retry_of_a_run_that_is_not_dead_lettered(project: Project) -> None:
+    result = invoke("retry", "ok-1", "--db", project.url)
+
+    assert_clean_error(result, 1, "error: ", "not dead_letter", "surestep dlq")
+
+
+def test_cancel_a_pending_run(project: Project) -> None:
+    result = invoke("cancel", "pending-1", "--reason", "duplicate", "--db", project.url)
+
+    assert result.exit_code == 0, result.output
+    run = project.app.get_run("pending-1")
+    assert run.state == State.CANCELLED
+    assert run.events[-1].reason == "duplicate"
+    assert run.events[-1].actor.startswith("cli:")
+
+
+def test_cancel_a_finished_run(project: Project) -> None:
+    result = invoke("cancel", "ok-1", "--db", project.url)
+
+    assert_clean_error(result, 1, "error: ", "already finished")
+    assert project.app.handle("ok-1").state == State.SUCCESS
+
+
+# -- migrate ---------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_and_prints_its_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+
+    result = invoke("migrate", "--db", url)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("schema version 1")
+    assert (tmp_path / "fresh.db").exists()
+
+
+# -- worker ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The cwd, as for `surestep worker`; sys.path and sys.modules are restored."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield tmp_path
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("no_such_module_here:app", "cannot import module 'no_such_module_here'"),
+        ("surestep:no_app", "has no attribute 'no_app'"),
+        ("surestep:State", "not a surestep.App"),
+        ("surestep", "is not MODULE:APP"),
+        ("needs_missing_dep:app", "install the missing package"),
+    ],
+)
+def test_worker_with_a_bad_target(project_dir: Path, target: str, fragment: str) -> None:
+    (project_dir / "needs_missing_dep.py").write_text("import no_such_dependency_here\n")
+
+    result = invoke("worker", target)
+
+    assert_clean_error(result, 2, "error: ", fragment)
+
+
+def test_worker_finds_modules_in_the_current_directory(project_dir: Path) -> None:
+    (project_dir / "jobs_without_app.py").write_text("app = 42\n")
+
+    result = invoke("worker", "jobs_without_app:app")
+
+    assert_clean_error(result, 2, "jobs_without_app:app is of type int, not a surestep.App")
+
+
+@pytest.mark.parametrize("option", ["--lease", "--poll"])
+def test_worker_rejects_a_pause_that_is_not_positive(option: str) -> None:
+    result = invoke("worker", "jobs:app", option, "0")
+
+    assert result.exit_code == 2
+    assert "must be greater than 0" in result.stderr
+
+
+WORKER_MODULE = """
+import time
+
+from surestep import App
+
+app = App({url!r})
+
+
+@app.step()
+def shout(name: str) -> str:
+    return name.upper()
+
+
+@app.workflow()
+def greet(name: str) -> str:
+    return "hello " + shout(name)
+
+
+@app.workflow()
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return "awake"
+"""
+
+
+@pytest.fixture
+def worker_project(tmp_path: Path) -> Iterator[tuple[App, Path]]:
+    """A module file for `surestep worker jobs:app`, and a client App on its database."""
+    url = f"sqlite:///{tmp_path}/w.db"
+    (tmp_path / "jobs.py").write_text(textwrap.dedent(WORKER_MODULE.format(url=url)))
+    client = App(url)
+
+    @client.workflow()
+    def greet(name: str) -> str:
+        raise AssertionError("the worker executes this, not the test")
+
+    @client.workflow()
+    def nap(seconds: float) -> str:
+        raise AssertionError("the worker executes this, not the test")
+
+    yield client, tmp_path
+    client.close()
+
+
+@contextmanager
+def worker_process(cwd: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`surestep worker jobs:app` from the console script of this environment."""
+    executable = Path(sys.executable).parent / "surestep"
+    with (cwd / "worker.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(executable), "worker", "jobs:app", "--poll", "0.05", *options],
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {timeout}s"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_worker_process_executes_runs_and_stops_on_sigterm(
+    worker_project: tuple[App, Path],
+) -> None:
+    client, cwd = worker_project
+    handle = client.start("greet", "ada", run_id="w-1")
+
+    with worker_process(cwd) as process:
+        assert handle.result(timeout=20) == "hello ADA"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+
+    log = (cwd / "worker.log").read_text()
+    assert "surestep.worker" in log and "stopped" in log
+
+
+@pytest.mark.slow
+def test_worker_process_exits_when_a_sync_run_outlives_the_grace_period(
+    worker_project: tuple[App, Path],
+) -> None:
+    client, cwd = worker_project
+    handle = client.start("nap", 60.0, run_id="w-2")
+
+    with worker_process(cwd, "--grace", "0.2") as process:
+        wait_for(lambda: handle.state == State.RUNNING, timeout=20)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 1
+
+    assert "still busy after the grace period" in (cwd / "worker.log").read_text()
+    assert handle.state == State.PENDING  # released: another worker resumes it
