@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +37,10 @@ def cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([*SURESTEP, *args], cwd=ROOT, env=env, check=True)
 
 
-def wait_until(app: object, done: object, timeout: float = 60) -> None:
+def wait_until(done: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.1)
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -55,14 +56,14 @@ def main() -> None:
     from examples.summarize import app, summarize
 
     (tmp / "index-down").touch()
-    say(f"Starting 12 runs in {tmp / 'demo.db'} (doc-07's search shard is down)")
-    docs = [f"doc-{i:02d}" for i in range(12)]
+    say(f"Starting 24 runs in {tmp / 'demo.db'} (doc-07's search shard is down)")
+    docs = [f"doc-{i:02d}" for i in range(24)]
     for doc in docs:
         app.start(summarize, doc, run_id=doc)
 
     say("Worker 1 starts ... and is killed with SIGKILL mid-batch")
     first = worker(env)
-    time.sleep(1.2)
+    wait_until(lambda: sum(len(app.get_run(d).steps) for d in docs) >= 12)
     first.send_signal(signal.SIGKILL)
     first.wait()
     states = Counter(r.state.value for r in app.list_runs(limit=100))
@@ -71,9 +72,7 @@ def main() -> None:
 
     say("Worker 2 starts: it takes over the dead worker's runs at once")
     second = worker(env)
-    wait_until(
-        app, lambda: all(app.get_run(d).state.value in ("success", "dead_letter") for d in docs)
-    )
+    wait_until(lambda: all(app.get_run(d).state.value in ("success", "dead_letter") for d in docs))
     cli(env, "runs")
 
     lines = (tmp / "side-effects.log").read_text().split()
@@ -94,7 +93,7 @@ def main() -> None:
     say("The shard is back; an operator redrives doc-07 from the CLI")
     (tmp / "index-down").unlink()
     cli(env, "retry", "doc-07")
-    wait_until(app, lambda: app.get_run("doc-07").state.value == "success")
+    wait_until(lambda: app.get_run("doc-07").state.value == "success")
     cli(env, "show", "doc-07")
 
     second.send_signal(signal.SIGTERM)

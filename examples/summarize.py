@@ -24,14 +24,14 @@ def _log(what: str) -> None:
 @app.step(retry=Retry(max_attempts=4, initial_delay=0.2, retry_on=(ConnectionError,)))
 def fetch(doc_id: str) -> str:
     _log("fetch")
-    time.sleep(0.05)  # the network
+    time.sleep(0.1)  # the network
     return f"Document {doc_id}: " + "lorem ipsum dolor sit amet " * 20
 
 
 @app.step(timeout=5.0)
 def summarise(text: str) -> str:
     _log("summarise")
-    time.sleep(0.1)  # the model
+    time.sleep(0.3)  # the model
     return text[:48] + "..."
 
 

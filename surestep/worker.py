@@ -69,6 +69,7 @@ class Worker:
         heartbeat_interval: float | None = None,
         poll_interval: float = 0.1,
         grace_period: float = 30.0,
+        max_recoveries: int = 5,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -78,6 +79,8 @@ class Worker:
         ):
             if not value > least:
                 raise ConfigurationError(f"worker {option} must be > 0 seconds, got {value}")
+        if max_recoveries < 1:
+            raise ConfigurationError(f"worker max_recoveries must be >= 1, got {max_recoveries}")
         if grace_period < 0:
             raise ConfigurationError(f"worker grace_period must be >= 0, got {grace_period}")
         self.app = app
@@ -86,6 +89,7 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
         self.poll_interval = poll_interval
         self.grace_period = grace_period
+        self.max_recoveries = max_recoveries
         self.host = host_key()
         self.id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[asyncio.Task[None], ClaimedRun] = {}
@@ -220,6 +224,7 @@ class Worker:
                     self.id,
                     "worker error; see the worker's log",
                     app.clock.now(),
+                    max_recoveries=self.max_recoveries,
                 )
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -246,7 +251,13 @@ class Worker:
         in_flight = {run.id for run in self._running.values()}
         lapsed = [lease for lease in store.expired_leases(now) if lease[0] not in in_flight]
         for run, token, owner in lapsed:
-            store.release([(run, token)], self.id, f"lease of worker {owner} expired", now)
+            store.release(
+                [(run, token)],
+                self.id,
+                f"lease of worker {owner} expired",
+                now,
+                max_recoveries=self.max_recoveries,
+            )
         if lapsed:
             self._wake_from_any_thread()
 
@@ -264,6 +275,7 @@ class Worker:
                 self.id,
                 f"worker {owner} is gone (its process has exited)",
                 self.app.clock.now(),
+                max_recoveries=self.max_recoveries,
             )
 
     async def _shutdown(self) -> None:

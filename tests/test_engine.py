@@ -552,3 +552,37 @@ def test_a_full_disk_hands_the_run_back_instead_of_failing_it(app: App) -> None:
     drive(app, until=lambda: handle.state == State.SUCCESS)
     assert handle.result() == 400_002
     assert calls == {"small": 1, "big": 2}
+
+
+def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> None:
+    calls = {"ok": 0, "poison": 0}
+
+    @app.step()
+    def fine() -> int:
+        calls["ok"] += 1
+        return 1
+
+    @app.step()
+    def poison() -> int:
+        calls["poison"] += 1
+        raise SystemExit("the process dies here every time")
+
+    @app.workflow()
+    def wf() -> int:
+        return fine() + poison()
+
+    handle = app.start(wf)
+    limit = 3
+
+    async def drive_with_limit() -> None:
+        worker = app.worker(concurrency=1, poll_interval=0.01, max_recoveries=limit)
+        await worker.run_async(until=lambda: handle.state == State.DEAD_LETTER)
+
+    asyncio.run(drive_with_limit())
+    run = app.get_run(handle.id)
+    assert calls == {"ok": 1, "poison": limit}
+    assert run.error is not None and run.error["type"] == "RecoveryLimit"
+    assert "3 times in a row without progress" in run.error["message"]
+    # an operator fixes the cause and redrives it: the count starts afresh
+    app.retry(handle.id)
+    assert app.get_run(handle.id).state == State.PENDING

@@ -335,34 +335,71 @@ class SQLStore(ABC):
             )
             return cur.rowcount
 
-    def release(self, runs: Sequence[tuple[str, int]], actor: str, reason: str, now: float) -> int:
-        """Put leased runs back to pending, each only if it still has the given token."""
+    def release(
+        self,
+        runs: Sequence[tuple[str, int]],
+        actor: str,
+        reason: str,
+        now: float,
+        *,
+        max_recoveries: int | None = None,
+    ) -> int:
+        """Put leased runs back to pending, each only if it still has the given token.
+
+        With ``max_recoveries`` the release is a *recovery* (the worker died or its lease
+        lapsed): a run recovered that many times in a row without recording a new
+        attempt in between is dead-lettered instead, since its next step most likely
+        crashes whatever process runs it.
+        """
         released = 0
         with self.transaction() as cur:
             for run_id, token in runs:
+                to_state, why, error = State.PENDING, reason, None
+                recoveries, mark = 0, -1
+                if max_recoveries is not None:
+                    recoveries, mark = self._count_recovery(cur, run_id)
+                    if recoveries >= max_recoveries:
+                        to_state = State.DEAD_LETTER
+                        why = (
+                            f"{reason}; recovered {recoveries} times in a row without "
+                            f"progress: the step after the last checkpoint probably crashes "
+                            f"its worker (out of memory? a native crash?). Fix it, then "
+                            f"`surestep retry` the run"
+                        )
+                        error = json.dumps({"type": "RecoveryLimit", "message": why})
                 cur.execute(
-                    "UPDATE surestep_runs SET state = 'pending', lease_owner = NULL,"
-                    " lease_expires_at = NULL, available_at = ?, updated_at = ?"
+                    "UPDATE surestep_runs SET state = ?, lease_owner = NULL,"
+                    " lease_expires_at = NULL, available_at = ?, updated_at = ?,"
+                    " recoveries = ?, recovery_mark = ?, error = ?"
                     " WHERE id = ? AND lease_token = ? AND state = 'running'",
-                    (now, now, run_id, token),
+                    (
+                        to_state,
+                        now if to_state == State.PENDING else None,
+                        now,
+                        recoveries,
+                        mark,
+                        error,
+                        run_id,
+                        token,
+                    ),
                 )
                 if cur.rowcount == 1:
                     released += 1
                     cur.execute(
                         _EVENT_INSERT,
-                        (
-                            run_id,
-                            None,
-                            None,
-                            State.RUNNING,
-                            State.PENDING,
-                            now,
-                            actor,
-                            reason,
-                            None,
-                        ),
+                        (run_id, None, None, State.RUNNING, to_state, now, actor, why, None),
                     )
         return released
+
+    def _count_recovery(self, cur: Cursor, run_id: str) -> tuple[int, int]:
+        """(recoveries in a row without progress, counting this one; the progress mark)."""
+        cur.execute("SELECT COUNT(*) FROM surestep_attempts WHERE run_id = ?", (run_id,))
+        progress = int(cur.fetchone()[0])
+        cur.execute("SELECT recoveries, recovery_mark FROM surestep_runs WHERE id = ?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            return 0, progress
+        return (int(row[0]) + 1 if row[1] == progress else 1), progress
 
     def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, int, str]]:
         """Running runs whose lease lapsed: (run id, token, owner)."""
@@ -449,7 +486,7 @@ class SQLStore(ABC):
                 )
             cur.execute(
                 "UPDATE surestep_runs SET state = 'pending', error = NULL, available_at = ?,"
-                " updated_at = ? WHERE id = ?",
+                " updated_at = ?, recoveries = 0, recovery_mark = -1 WHERE id = ?",
                 (now, now, run_id),
             )
             cur.execute(

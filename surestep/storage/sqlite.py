@@ -40,7 +40,7 @@ class SQLiteStore(SQLStore):
                 path, isolation_level=None, check_same_thread=False, timeout=30
             )
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -92,6 +92,22 @@ class SQLiteStore(SQLStore):
         with self._lock:
             self._conn.close()
 
+    def _enable_wal(self) -> None:
+        # While another process switches a new file to WAL, this pragma fails at once
+        # with SQLITE_BUSY: the busy handler does not cover it. The switch is permanent
+        # and one winner is enough, so wait for it like any other lock.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        pause = 0.002
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
     def _migrate(self) -> None:
         migrations = load("sqlite")
         latest = migrations[-1].version
@@ -138,7 +154,7 @@ class SQLiteStore(SQLStore):
         elif "full" in text:
             hint = "free disk space; runs resume from their last checkpoint"
         elif "locked" in text or "busy" in text:
-            hint = "another process held the write lock for over 30 s; is one stuck?"
+            hint = "another process holds the database lock; is one stuck?"
         else:
             hint = "see the SQLite message above"
         return StorageError(f"SQLite database {self.path!r}: {text} ({hint})")

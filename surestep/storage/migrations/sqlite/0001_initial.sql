@@ -17,6 +17,10 @@ CREATE TABLE surestep_runs (
     -- bumped on every claim: a write that carries an older token is fenced off
     lease_token      INTEGER NOT NULL DEFAULT 0,
     lease_expires_at REAL,
+    -- recoveries in a row after which the run made no progress (no new attempt recorded):
+    -- a step that crashes its worker every time is dead-lettered, not retried forever
+    recoveries       INTEGER NOT NULL DEFAULT 0,
+    recovery_mark    INTEGER NOT NULL DEFAULT -1,
     parent_id        TEXT
 );
 
