@@ -1,22 +1,24 @@
 """W workflows of K no-op steps on SQLite: throughput, per-step overhead, latency, RSS.
 
     python benchmarks/engine_sqlite.py [--workflows 1000] [--steps 10] [--concurrency 1]
+                                       [--rounds 3]
 
-Prints the raw INSERT+COMMIT cost on the same file for comparison. Figures are medians
-of what one run measured; the machine is shared, so compare ratios from one run.
+Each round runs the whole workload on a fresh database file and measures the raw
+INSERT+COMMIT cost on the same disk right after; the figures printed are medians over
+the rounds (the machine is shared and noisy, so compare ratios from one run).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import sqlite3
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from surestep import App
 
@@ -38,10 +40,25 @@ def raw_commit_cost(path: Path, n: int = 2000) -> float:
     return statistics.median(times)
 
 
-def build(url: str, steps: int) -> tuple[App, object, list[float], list[str]]:
-    app = App(url)
+def plain_cost(steps: int, n: int = 20000) -> float:
+    """Seconds per step when the same no-op functions are called plainly."""
+
+    def noop(i: int) -> int:
+        return i
+
+    t0 = time.perf_counter()
+    for _ in range(n // steps):
+        total = 0
+        for i in range(steps):
+            total += noop(i)
+    return (time.perf_counter() - t0) / n
+
+
+def one_round(folder: Path, workflows: int, steps: int, concurrency: int) -> dict[str, Any]:
+    app = App(f"sqlite:///{folder / 'bench.db'}")
     latencies: list[float] = []
     finished: list[str] = []
+    began: dict[str, float] = {}
 
     @app.step()
     def noop(i: int) -> int:
@@ -54,76 +71,77 @@ def build(url: str, steps: int) -> tuple[App, object, list[float], list[str]]:
             total += noop(i)
         return total
 
-    last: dict[str, float] = {}
-
     @app.hook("before_step")
-    def before(step: object) -> None:
-        last["t"] = time.perf_counter()
+    def before(step: Any) -> None:
+        began[step.idempotency_key] = time.perf_counter()
 
     @app.hook("after_step")
-    def after(step: object, state: object, seconds: float) -> None:
-        latencies.append(time.perf_counter() - last["t"])
+    def after(step: Any, state: Any, seconds: float) -> None:
+        # from the step call to its checkpoint committed
+        latencies.append(time.perf_counter() - began.pop(step.idempotency_key))
 
     @app.hook("on_run_state")
-    def settled(run_id: str, from_state: object, to_state: object) -> None:
+    def settled(run_id: str, from_state: Any, to_state: Any) -> None:
         finished.append(run_id)
 
-    return app, bench, latencies, finished
-
-
-def plain_cost(steps: int, n: int = 20000) -> float:
-    def noop(i: int) -> int:
-        return i
-
+    for _ in range(workflows):
+        app.start(bench, steps)
+    worker = app.worker(concurrency=concurrency, poll_interval=0.01)
     t0 = time.perf_counter()
-    for _ in range(n // steps):
-        total = 0
-        for i in range(steps):
-            total += noop(i)
-    return (time.perf_counter() - t0) / n
+    asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
+    elapsed = time.perf_counter() - t0
+    app.close()
+    latencies.sort()
+    return {
+        "elapsed": elapsed,
+        "p50": latencies[len(latencies) // 2],
+        "p95": latencies[int(len(latencies) * 0.95)],
+        "raw": raw_commit_cost(folder / "raw.db"),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
-        app, bench, latencies, finished = build(f"sqlite:///{db}", args.steps)
-        for _ in range(args.workflows):
-            app.start(bench, args.steps)
-        worker = app.worker(concurrency=args.concurrency, poll_interval=0.01)
-        t0 = time.perf_counter()
-        asyncio.run(worker.run_async(until=lambda: len(finished) >= args.workflows))
-        elapsed = time.perf_counter() - t0
-        total_steps = args.workflows * args.steps
-        plain = plain_cost(args.steps)
-        raw = raw_commit_cost(Path(tmp) / "raw.db")
-        per_step = elapsed / total_steps
-        lat = sorted(latencies)
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(
-            f"workload              {args.workflows} workflows x {args.steps} no-op steps, "
-            f"concurrency {args.concurrency}, SQLite WAL synchronous=FULL"
-        )
-        print(f"steps/s               {total_steps / elapsed:,.0f}")
-        print(
-            f"per-step overhead     {(per_step - plain) * 1e3:.3f} ms "
-            f"(wall per step {per_step * 1e3:.3f} ms - plain call {plain * 1e6:.2f} us; "
-            f"includes claim + finish of each run)"
-        )
-        print(
-            f"step latency          p50 {lat[len(lat) // 2] * 1e3:.3f} ms, "
-            f"p95 {lat[int(len(lat) * 0.95)] * 1e3:.3f} ms"
-        )
-        print(f"raw INSERT+COMMIT     {raw * 1e3:.3f} ms (median, same directory)")
-        print(f"overhead / commit     {(per_step - plain) / raw:.2f}x")
-        print(f"peak RSS              {rss_mb:.0f} MiB")
-        print(f"vs DBOS 3.4 (~310/s)  {total_steps / elapsed / 310:.1f}x")
-        app.close()
-        os.sync()
+    total_steps = args.workflows * args.steps
+    rounds = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            rounds.append(one_round(Path(tmp), args.workflows, args.steps, args.concurrency))
+    plain = plain_cost(args.steps)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    per_step = median("elapsed") / total_steps
+    overhead = per_step - plain
+    ratios = sorted((r["elapsed"] / total_steps - plain) / r["raw"] for r in rounds)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"workload              {args.workflows} workflows x {args.steps} no-op steps, "
+        f"concurrency {args.concurrency}, SQLite WAL synchronous=FULL, "
+        f"median of {args.rounds} rounds"
+    )
+    print(f"steps/s               {total_steps / median('elapsed'):,.0f}")
+    print(
+        f"per-step overhead     {overhead * 1e3:.3f} ms (wall per step {per_step * 1e3:.3f} ms"
+        f" - plain call {plain * 1e6:.2f} us; includes each run's claim and finish)"
+    )
+    print(
+        f"step latency          p50 {median('p50') * 1e3:.3f} ms, p95 {median('p95') * 1e3:.3f}"
+        f" ms (step call to checkpoint committed)"
+    )
+    print(f"raw INSERT+COMMIT     {median('raw') * 1e3:.3f} ms (same disk, same pragmas)")
+    print(
+        f"overhead / commit     {statistics.median(ratios):.2f}x "
+        f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+    )
+    print(f"peak RSS              {rss_mb:.0f} MiB")
+    print(f"vs DBOS 3.4 (~310/s)  {total_steps / median('elapsed') / 310:.1f}x")
 
 
 if __name__ == "__main__":

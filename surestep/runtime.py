@@ -113,6 +113,7 @@ class RunExecution:
         workflow: WorkflowDef,
         recorded: dict[int, RecordedStep],
         loop: asyncio.AbstractEventLoop | None,
+        draining: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -124,6 +125,7 @@ class RunExecution:
         self.workflow = workflow
         self.recorded = recorded
         self.loop = loop
+        self.draining = draining or threading.Event()
         self.verdict: Verdict | None = None
         self._positions = itertools.count()
         self._verdict_lock = threading.Lock()
@@ -247,6 +249,10 @@ class RunExecution:
         if self.verdict is not None:
             raise _Halt
         recorded = self.recorded.get(position)
+        if self.draining.is_set() and (recorded is None or recorded.state != State.SUCCESS):
+            # The worker is shutting down: stop at this step boundary, keep every
+            # checkpoint, and hand the run back to be resumed here by another worker.
+            self._halt(Verdict(State.PENDING, "worker shutting down", self.clock.now()))
         if recorded is None:
             return _Attempt(1, State.PENDING, 0)
         if recorded.name != step.name:

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,8 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forced = False
+        # Set when shutdown begins: runs stop at their next step boundary.
+        self._draining = threading.Event()
 
     # -- running ---------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class Worker:
         """Ask the worker to shut down gracefully; safe from any thread."""
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
+            self._wake_from_any_thread()
 
     async def run_async(
         self,
@@ -151,7 +155,7 @@ class Worker:
             self._wake.clear()
             free = self.concurrency - len(self._running)
             if free == 0:
-                await self._nap(None)  # a finishing run wakes us
+                await self._wake.wait()  # a finishing run, or stop(), wakes us
                 continue
             claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
             for run in claimed:
@@ -203,8 +207,9 @@ class Worker:
                 worker=self.id,
                 claimed=claimed,
                 workflow=workflow,
-                recorded=app.store.recorded_steps(claimed.id),
+                recorded=claimed.recorded,
                 loop=self._loop,
+                draining=self._draining,
             )
             if workflow.is_async:
                 await execution.execute_async()
@@ -279,10 +284,11 @@ class Worker:
             )
 
     async def _shutdown(self) -> None:
+        self._draining.set()
         if self._running:
             grace = 0.0 if self._forced else self.grace_period
             log.info(
-                "worker %s: waiting up to %.0fs for %d run(s) in flight",
+                "worker %s: waiting up to %.0fs for %d run(s) to reach a step boundary",
                 self.id,
                 grace,
                 len(self._running),
@@ -309,6 +315,8 @@ class Worker:
         else:
             log.info("%s: finishing in-flight steps, then stopping", sig.name)
         self._stop.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def _wake_from_any_thread(self) -> None:
         if self._loop is not None and self._wake is not None:

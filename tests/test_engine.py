@@ -586,3 +586,38 @@ def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> Non
     # an operator fixes the cause and redrives it: the count starts afresh
     app.retry(handle.id)
     assert app.get_run(handle.id).state == State.PENDING
+
+
+def test_shutdown_stops_runs_at_the_next_step_boundary_and_releases_them(
+    tmp_path: Path,
+) -> None:
+    app = App(f"sqlite:///{tmp_path / 'drain.db'}")
+    started = threading.Event()
+
+    @app.step()
+    def tick(i: int) -> int:
+        started.set()
+        time.sleep(0.02)
+        return i
+
+    @app.workflow()
+    def long_job(n: int) -> int:
+        return sum(tick(i) for i in range(n))
+
+    handle = app.start(long_job, 200)
+    worker = app.worker(concurrency=2, grace_period=10)
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    thread.start()
+    assert started.wait(10)
+    time.sleep(0.1)
+    worker.stop()
+    thread.join(10)
+    run = app.get_run(handle.id)
+    assert run.state == State.PENDING and run.lease_owner is None
+    assert 0 < len(run.steps) < 200  # stopped at a boundary, long before the end
+    assert all(s.state == State.SUCCESS for s in run.steps)
+    assert run.events[-1].reason == "worker shutting down"
+    # another worker resumes where it stopped
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == sum(range(200))
+    app.close()

@@ -41,17 +41,6 @@ class Cursor(Protocol):
 
 
 @dataclass(frozen=True)
-class ClaimedRun:
-    """A run a worker now holds under lease ``token``."""
-
-    id: str
-    workflow: str
-    workflow_version: str
-    inputs: str
-    token: int
-
-
-@dataclass(frozen=True)
 class RecordedStep:
     """What replay needs of a step recorded earlier."""
 
@@ -62,6 +51,18 @@ class RecordedStep:
     attempts: int
     retry_base: int
     next_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run a worker now holds under lease ``token``, with the steps recorded so far."""
+
+    id: str
+    workflow: str
+    workflow_version: str
+    inputs: str
+    token: int
+    recorded: dict[int, RecordedStep]
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,8 @@ class SQLStore(ABC):
                     for row in rows
                 ],
             )
-        return [ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1) for r in rows]
+            recorded = self._recorded(cur, [row[0] for row in rows])
+        return [ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {})) for r in rows]
 
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
         """Checkpoint one attempt of a step: the step row, the attempt and its events.
@@ -500,15 +502,7 @@ class SQLStore(ABC):
     def recorded_steps(self, run_id: str) -> dict[int, RecordedStep]:
         """The steps of a run recorded so far, by position: what replay reads."""
         with self.reading() as cur:
-            cur.execute(
-                "SELECT position, name, state, output, error, attempts, retry_base,"
-                " next_attempt_at FROM surestep_steps WHERE run_id = ?",
-                (run_id,),
-            )
-            return {
-                r[0]: RecordedStep(r[1], State(r[2]), r[3], r[4], r[5], r[6], r[7])
-                for r in cur.fetchall()
-            }
+            return self._recorded(cur, [run_id]).get(run_id, {})
 
     def run_state(self, run_id: str) -> tuple[State, str | None, str | None, str] | None:
         """(state, output, error, workflow) of a run, or None if there is no such run."""
@@ -628,6 +622,21 @@ class SQLStore(ABC):
             return {State(s): n for s, n in cur.fetchall()}
 
     # -- pieces -------------------------------------------------------------------
+
+    @staticmethod
+    def _recorded(cur: Cursor, run_ids: Sequence[str]) -> dict[str, dict[int, RecordedStep]]:
+        marks = ", ".join("?" for _ in run_ids)
+        cur.execute(
+            "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
+            f" next_attempt_at FROM surestep_steps WHERE run_id IN ({marks})",
+            list(run_ids),
+        )
+        found: dict[str, dict[int, RecordedStep]] = {}
+        for r in cur.fetchall():
+            found.setdefault(r[0], {})[r[1]] = RecordedStep(
+                r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8]
+            )
+        return found
 
     @staticmethod
     def _workflow_pairs(workflows: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
