@@ -189,26 +189,20 @@ class RunExecution:
                 self.run_step_async(step, position, args, kwargs), self.loop
             )
             return future.result()
-        attempt = self._begin(step, position)
-        if not isinstance(attempt, _Attempt):
-            return attempt.value
-        context = self._enter(step, position, attempt)
-        started = self.clock.now()
-        token = CURRENT_STEP.set(context)
+        prepared = self._prepare(step, position)
+        if isinstance(prepared, _Replayed):
+            return prepared.value
+        token = CURRENT_STEP.set(prepared.context)
         try:
             if step.timeout is None:
                 result = step.fn(*args, **kwargs)
             else:
                 result = _call_with_timeout(step, args, kwargs)
         except Exception as exc:
-            error: Exception | None = exc
-        else:
-            error = None
+            return self._conclude(step, prepared, None, exc)
         finally:
             CURRENT_STEP.reset(token)
-        if error is not None:
-            return self._failed(step, context, attempt, started, error)
-        return self._succeeded(step, context, attempt, started, result)
+        return self._conclude(step, prepared, result, None)
 
     async def run_step_async(
         self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -219,26 +213,20 @@ class RunExecution:
         if tracked:
             self._inflight.add(task)  # type: ignore[arg-type]
         try:
-            attempt = self._begin(step, position)
-            if not isinstance(attempt, _Attempt):
-                return attempt.value
-            context = self._enter(step, position, attempt)
-            started = self.clock.now()
-            token = CURRENT_STEP.set(context)
+            prepared = self._prepare(step, position)
+            if isinstance(prepared, _Replayed):
+                return prepared.value
+            token = CURRENT_STEP.set(prepared.context)
             try:
                 if step.timeout is None:
                     result = await step.fn(*args, **kwargs)
                 else:
                     result = await _await_with_timeout(step, args, kwargs)
             except Exception as exc:
-                error: Exception | None = exc
-            else:
-                error = None
+                return self._conclude(step, prepared, None, exc)
             finally:
                 CURRENT_STEP.reset(token)
-            if error is not None:
-                return self._failed(step, context, attempt, started, error)
-            return self._succeeded(step, context, attempt, started, result)
+            return self._conclude(step, prepared, result, None)
         finally:
             if tracked:
                 self._inflight.discard(task)
@@ -277,11 +265,23 @@ class RunExecution:
             self._halt(Verdict(State.WAITING, f"retry of step {step.name!r}", due))
         return _Attempt(recorded.attempts + 1, recorded.state, recorded.retry_base)
 
-    def _enter(self, step: StepDef, position: int, attempt: _Attempt) -> StepContext:
+    def _prepare(self, step: StepDef, position: int) -> _Prepared | _Replayed:
+        """Replay the step, or get its next attempt ready to run."""
+        attempt = self._begin(step, position)
+        if not isinstance(attempt, _Attempt):
+            return attempt
         context = StepContext(self.run_id, position, step.name, attempt.number)
         if self.hooks.before_step:
             Hooks.emit(self.hooks.before_step, context)
-        return context
+        return _Prepared(attempt, context, self.clock.now())
+
+    def _conclude(
+        self, step: StepDef, prepared: _Prepared, result: Any, error: Exception | None
+    ) -> Any:
+        """Checkpoint the attempt's outcome; return the decoded result or raise/halt."""
+        if error is not None:
+            return self._failed(step, prepared.context, prepared.attempt, prepared.started, error)
+        return self._succeeded(step, prepared.context, prepared.attempt, prepared.started, result)
 
     def _succeeded(
         self, step: StepDef, context: StepContext, attempt: _Attempt, started: float, result: Any
@@ -441,6 +441,13 @@ class RunExecution:
 @dataclass(frozen=True, slots=True)
 class _Replayed:
     value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    attempt: _Attempt
+    context: StepContext
+    started: float
 
 
 def _loads(text: str | None) -> dict[str, Any]:

@@ -9,11 +9,9 @@ connection handling and a handful of SQL differences; nothing else.
 from __future__ import annotations
 
 import json
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from surestep.errors import (
     IdempotencyConflictError,
@@ -21,71 +19,12 @@ from surestep.errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
+from surestep.storage.reads import RunQueries
+from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
 
+__all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
 
-class Cursor(Protocol):
-    """The slice of a DB-API cursor that surestep uses."""
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
-
-    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-@dataclass(frozen=True)
-class RecordedStep:
-    """What replay needs of a step recorded earlier."""
-
-    name: str
-    state: State
-    output: str | None
-    error: str | None
-    attempts: int
-    retry_base: int
-    next_attempt_at: float | None
-
-
-@dataclass(frozen=True)
-class ClaimedRun:
-    """A run a worker now holds under lease ``token``, with the steps recorded so far."""
-
-    id: str
-    workflow: str
-    workflow_version: str
-    inputs: str
-    token: int
-    recorded: dict[int, RecordedStep]
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """The end of one step attempt, written in one transaction with its events."""
-
-    position: int
-    name: str
-    from_state: State  # the step's state before this attempt: pending or waiting
-    to_state: State
-    attempt: int
-    started_at: float
-    finished_at: float
-    output: str | None = None
-    error: str | None = None
-    next_attempt_at: float | None = None
-    reason: str | None = None
-
-
-_RUN_COLUMNS = (
-    "id, workflow, workflow_version, state, inputs, output, error, created_at, updated_at,"
-    " available_at, lease_owner, parent_id"
-)
 
 _EVENT_INSERT = (
     "INSERT INTO surestep_events"
@@ -108,11 +47,7 @@ _ATTEMPT_INSERT = (
 )
 
 
-def _decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
-
-
-class SQLStore(ABC):
+class SQLStore(RunQueries):
     """Storage in a SQL database. Subclasses provide connections and dialect pieces."""
 
     #: Appended to SELECTs that pick rows to change, so that concurrent claimers skip
@@ -403,26 +338,6 @@ class SQLStore(ABC):
             return 0, progress
         return (int(row[0]) + 1 if row[1] == progress else 1), progress
 
-    def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, int, str]]:
-        """Running runs whose lease lapsed: (run id, token, owner)."""
-        with self.reading() as cur:
-            cur.execute(
-                "SELECT id, lease_token, lease_owner FROM surestep_runs"
-                " WHERE state = 'running' AND lease_expires_at < ? LIMIT ?",
-                (now, limit),
-            )
-            return [(r[0], r[1], r[2]) for r in cur.fetchall()]
-
-    def leases_of(self, owner_prefix: str) -> list[tuple[str, int, str]]:
-        """Running runs whose lease owner starts with ``owner_prefix``."""
-        with self.reading() as cur:
-            cur.execute(
-                "SELECT id, lease_token, lease_owner FROM surestep_runs"
-                " WHERE state = 'running' AND substr(lease_owner, 1, ?) = ?",
-                (len(owner_prefix), owner_prefix),
-            )
-            return [(r[0], r[1], r[2]) for r in cur.fetchall()]
-
     def cancel(self, run_id: str, actor: str, reason: str, now: float) -> State:
         """Cancel a run that has not finished; return the state it was in."""
         with self.transaction() as cur:
@@ -497,152 +412,7 @@ class SQLStore(ABC):
             )
         return [name for _, name, _ in steps]
 
-    # -- reads --------------------------------------------------------------------
-
-    def recorded_steps(self, run_id: str) -> dict[int, RecordedStep]:
-        """The steps of a run recorded so far, by position: what replay reads."""
-        with self.reading() as cur:
-            return self._recorded(cur, [run_id]).get(run_id, {})
-
-    def run_state(self, run_id: str) -> tuple[State, str | None, str | None, str] | None:
-        """(state, output, error, workflow) of a run, or None if there is no such run."""
-        with self.reading() as cur:
-            cur.execute(
-                "SELECT state, output, error, workflow FROM surestep_runs WHERE id = ?",
-                (run_id,),
-            )
-            row = cur.fetchone()
-        return None if row is None else (State(row[0]), row[1], row[2], row[3])
-
-    def get_run(self, run_id: str) -> RunRecord:
-        """A run with its steps, attempts and events."""
-        with self.reading() as cur:
-            cur.execute(f"SELECT {_RUN_COLUMNS} FROM surestep_runs WHERE id = ?", (run_id,))
-            row = cur.fetchone()
-            if row is None:
-                raise RunNotFoundError(
-                    f"no run with id {run_id!r}; `surestep runs` lists the runs there are"
-                )
-            cur.execute(
-                "SELECT position, attempt, state, started_at, finished_at, worker, error"
-                " FROM surestep_attempts WHERE run_id = ? ORDER BY position, attempt",
-                (run_id,),
-            )
-            attempts: dict[int, list[AttemptRecord]] = {}
-            for a in cur.fetchall():
-                attempts.setdefault(a[0], []).append(
-                    AttemptRecord(a[1], State(a[2]), a[3], a[4], a[5], _decode(a[6]))
-                )
-            cur.execute(
-                "SELECT position, name, state, output, error, attempts, started_at,"
-                " finished_at, next_attempt_at FROM surestep_steps WHERE run_id = ?"
-                " ORDER BY position",
-                (run_id,),
-            )
-            steps = tuple(
-                StepRecord(
-                    s[0],
-                    s[1],
-                    State(s[2]),
-                    s[5],
-                    _decode(s[3]),
-                    _decode(s[4]),
-                    s[6],
-                    s[7],
-                    s[8],
-                    tuple(attempts.get(s[0], ())),
-                )
-                for s in cur.fetchall()
-            )
-            cur.execute(
-                "SELECT id, run_id, position, step, from_state, to_state, at, actor, reason,"
-                " attempt FROM surestep_events WHERE run_id = ? ORDER BY id",
-                (run_id,),
-            )
-            events = tuple(
-                EventRecord(
-                    e[0],
-                    e[1],
-                    e[2],
-                    e[3],
-                    State(e[4]) if e[4] else None,
-                    State(e[5]),
-                    e[6],
-                    e[7],
-                    e[8],
-                    e[9],
-                )
-                for e in cur.fetchall()
-            )
-        return self._run_record(row, steps, events)
-
-    def list_runs(
-        self, state: State | None = None, workflow: str | None = None, limit: int = 50
-    ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered by state and workflow."""
-        where, params = [], []
-        if state is not None:
-            where.append("state = ?")
-            params.append(str(state))
-        if workflow is not None:
-            where.append("workflow = ?")
-            params.append(workflow)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self.reading() as cur:
-            cur.execute(
-                f"SELECT {_RUN_COLUMNS} FROM surestep_runs {clause}"
-                " ORDER BY created_at DESC, id LIMIT ?",
-                (*params, limit),
-            )
-            return [self._run_record(r, (), ()) for r in cur.fetchall()]
-
-    def next_due(self, workflows: Sequence[tuple[str, str]]) -> float | None:
-        """When the earliest pending or waiting run of these workflows becomes claimable."""
-        if not workflows:
-            return None
-        pairs, params = self._workflow_pairs(workflows)
-        with self.reading() as cur:
-            cur.execute(
-                "SELECT MIN(available_at) FROM surestep_runs"
-                f" WHERE state IN ('pending', 'waiting') AND {pairs}",
-                params,
-            )
-            row = cur.fetchone()
-        return None if row is None else row[0]
-
-    def schema_version(self) -> int:
-        """The number of the last migration applied to this database."""
-        with self.reading() as cur:
-            cur.execute("SELECT MAX(version) FROM surestep_migrations")
-            return int(cur.fetchone()[0] or 0)
-
-    def count_by_state(self) -> dict[State, int]:
-        with self.reading() as cur:
-            cur.execute("SELECT state, COUNT(*) FROM surestep_runs GROUP BY state")
-            return {State(s): n for s, n in cur.fetchall()}
-
     # -- pieces -------------------------------------------------------------------
-
-    @staticmethod
-    def _recorded(cur: Cursor, run_ids: Sequence[str]) -> dict[str, dict[int, RecordedStep]]:
-        marks = ", ".join("?" for _ in run_ids)
-        cur.execute(
-            "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
-            f" next_attempt_at FROM surestep_steps WHERE run_id IN ({marks})",
-            list(run_ids),
-        )
-        found: dict[str, dict[int, RecordedStep]] = {}
-        for r in cur.fetchall():
-            found.setdefault(r[0], {})[r[1]] = RecordedStep(
-                r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8]
-            )
-        return found
-
-    @staticmethod
-    def _workflow_pairs(workflows: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
-        """A parameterised filter on (workflow, workflow_version) pairs."""
-        clause = " OR ".join("(workflow = ? AND workflow_version = ?)" for _ in workflows)
-        return f"({clause})", [part for pair in workflows for part in pair]
 
     def _fence(self, cur: Cursor, run_id: str, token: int) -> None:
         cur.execute(
@@ -664,26 +434,3 @@ class SQLStore(ABC):
                 f"no run with id {run_id!r}; `surestep runs` lists the runs there are"
             )
         return State(row[0])
-
-    @staticmethod
-    def _run_record(
-        row: Sequence[Any],
-        steps: tuple[StepRecord, ...],
-        events: tuple[EventRecord, ...],
-    ) -> RunRecord:
-        return RunRecord(
-            id=row[0],
-            workflow=row[1],
-            workflow_version=row[2],
-            state=State(row[3]),
-            inputs=json.loads(row[4]),
-            output=_decode(row[5]),
-            error=_decode(row[6]),
-            created_at=row[7],
-            updated_at=row[8],
-            available_at=row[9],
-            lease_owner=row[10],
-            parent_id=row[11],
-            steps=steps,
-            events=events,
-        )

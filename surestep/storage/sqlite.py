@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from surestep.errors import SchemaVersionError, StorageError
@@ -55,37 +55,29 @@ class SQLiteStore(SQLStore):
     def description(self) -> str:
         return f"sqlite:///{self.path}"
 
-    @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        with self._lock:
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
-                raise self._explain(exc) from None
-            try:
-                yield cur
-                cur.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._conn.rollback()
-                raise self._explain(exc) from None
-            except BaseException:
-                self._conn.rollback()
-                raise
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads
+        # first and then writes could fail to upgrade, which busy_timeout does not cover.
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def reading(self) -> AbstractContextManager[Cursor]:
+        return self._transaction("BEGIN")
 
     @contextmanager
-    def reading(self) -> Iterator[Cursor]:
+    def _transaction(self, begin: str) -> Iterator[Cursor]:
         with self._lock:
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN")
+                cur.execute(begin)
                 yield cur
                 cur.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
-                self._conn.rollback()
+                if self._conn.in_transaction:
+                    self._conn.rollback()
                 raise self._explain(exc) from None
             except BaseException:
-                self._conn.rollback()
+                if self._conn.in_transaction:
+                    self._conn.rollback()
                 raise
 
     def close(self) -> None:

@@ -1,0 +1,66 @@
+"""The rows the storage contract passes to and from the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from surestep.states import State
+
+
+class Cursor(Protocol):
+    """The slice of a DB-API cursor that surestep uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """What replay needs of a step recorded earlier."""
+
+    name: str
+    state: State
+    output: str | None
+    error: str | None
+    attempts: int
+    retry_base: int
+    next_attempt_at: float | None
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run a worker now holds under lease ``token``, with the steps recorded so far."""
+
+    id: str
+    workflow: str
+    workflow_version: str
+    inputs: str
+    token: int
+    recorded: dict[int, RecordedStep]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """The end of one step attempt, written in one transaction with its events."""
+
+    position: int
+    name: str
+    from_state: State  # the step's state before this attempt: pending or waiting
+    to_state: State
+    attempt: int
+    started_at: float
+    finished_at: float
+    output: str | None = None
+    error: str | None = None
+    next_attempt_at: float | None = None
+    reason: str | None = None
