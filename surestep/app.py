@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from surestep.clock import Clock, SystemClock
@@ -210,6 +211,17 @@ class App:
         for wake in list(self._wakers):
             wake()
         return steps
+
+    def prune(self, older_than: timedelta, *, batch: int = 1000) -> int:
+        """Delete finished runs (success, failed, cancelled) last changed more than
+        ``older_than`` ago, with their steps, attempts and events; return how many.
+
+        Deletes ``batch`` runs per transaction, so it never holds locks for long.
+        Dead-lettered and unfinished runs are kept, whatever their age.
+        """
+        if older_than.total_seconds() < 0:
+            raise ConfigurationError(f"older_than must not be negative, got {older_than}")
+        return self.store.prune(self.clock.now() - older_than.total_seconds(), batch)
 
     def worker(self, concurrency: int = 16, **options: Any) -> Worker:
         """A worker for this App's workflows: ``app.worker(concurrency=16).run()``."""

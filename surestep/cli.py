@@ -15,12 +15,14 @@ import getpass
 import importlib
 import logging
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from types import ModuleType
 from typing import Annotated, Final, NoReturn
 
@@ -76,9 +78,9 @@ Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this m
 RunId = Annotated[str, typer.Argument(help="The run's id.", show_default=False)]
 
 
-def _positive(value: float) -> float:
+def _positive(value: float | None) -> float | None:
     """Validate ``--lease`` and ``--poll``."""
-    if value <= 0:
+    if value is not None and value <= 0:
         raise typer.BadParameter(f"must be greater than 0, got {value}")
     return value
 
@@ -102,12 +104,14 @@ def worker(
         typer.Option(callback=_positive, help="Lease length, seconds."),
     ] = 30.0,
     poll: Annotated[
-        float,
+        float | None,
         typer.Option(
             callback=_positive,
-            help="Longest pause between looks for due runs, seconds.",
+            help="Longest pause between looks for due runs, seconds "
+            "[default: 0.1 on SQLite; 1 on PostgreSQL, which also wakes workers by NOTIFY]",
+            show_default=False,
         ),
-    ] = 0.1,
+    ] = None,
     grace: Annotated[
         float,
         typer.Option(min=0.0, help="On SIGTERM, wait this long for runs in flight, seconds."),
@@ -227,6 +231,29 @@ def dlq(
 
 
 @app.command()
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="Age of the finished runs to delete, e.g. 30d, 12h, 90m.",
+            show_default=False,
+        ),
+    ],
+    batch: Annotated[int, typer.Option(min=1, help="Runs deleted per transaction.")] = 1000,
+    db: Db = DEFAULT_DATABASE_URL,
+) -> None:
+    """Delete finished runs (success, failed, cancelled) with their steps and events.
+
+    Dead-lettered and unfinished runs are kept, whatever their age.
+    """
+    age = _parse_age(older_than)
+    with _opened(db) as surestep_app:
+        deleted = surestep_app.prune(older_than=age, batch=batch)
+    typer.echo(f"deleted {deleted} finished run(s) older than {older_than}")
+
+
+@app.command()
 def migrate(db: Db = DEFAULT_DATABASE_URL) -> None:
     """Create or upgrade the database schema, then print its version."""
     with _opened(db) as surestep_app:
@@ -241,6 +268,14 @@ def main() -> None:
 
 
 # -- the adapter boundary ---------------------------------------------------------------
+
+
+def _parse_age(text: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if match is None:
+        _fail(f"--older-than {text!r}: give a number and a unit: s, m, h, d or w (e.g. 30d)", 2)
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    return timedelta(**{unit[match[2]]: float(match[1])})
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:

@@ -46,9 +46,17 @@ class SerializationError(SurestepError):
 
 
 class StorageError(SurestepError):
-    """The database cannot be opened, written or understood."""
+    """The database cannot be opened, written or understood.
+
+    ``transient`` is true for errors that may pass by themselves (a lost connection, a
+    server restart, a deadlock); surestep retries those with backoff.
+    """
 
     code = "storage"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class SchemaVersionError(StorageError):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from surestep.errors import ConfigurationError
+from surestep.errors import ConfigurationError, StorageError
 from surestep.runtime import RunExecution
 from surestep.storage import ClaimedRun
 
@@ -68,7 +68,7 @@ class Worker:
         concurrency: int = 16,
         lease_seconds: float = 30.0,
         heartbeat_interval: float | None = None,
-        poll_interval: float = 0.1,
+        poll_interval: float | None = None,
         grace_period: float = 30.0,
         max_recoveries: int = 5,
     ) -> None:
@@ -76,7 +76,7 @@ class Worker:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         for option, value, least in (
             ("lease_seconds", lease_seconds, 0.0),
-            ("poll_interval", poll_interval, 0.0),
+            ("poll_interval", 1.0 if poll_interval is None else poll_interval, 0.0),
         ):
             if not value > least:
                 raise ConfigurationError(f"worker {option} must be > 0 seconds, got {value}")
@@ -88,7 +88,8 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
-        self.poll_interval = poll_interval
+        # None: the store's default (SQLite polls often; PostgreSQL is woken by NOTIFY).
+        self.poll_interval = poll_interval or app.store.default_poll_interval
         self.grace_period = grace_period
         self.max_recoveries = max_recoveries
         self.host = host_key()
@@ -128,6 +129,7 @@ class Worker:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         wake = self._wake_from_any_thread
         self.app._wakers.add(wake)
+        unlisten = self.app.store.listen(wake)
         beat = asyncio.create_task(self._heartbeat())
         log.info("worker %s started on %s", self.id, self.app.store.description)
         try:
@@ -135,6 +137,8 @@ class Worker:
             await self._claim_loop(threads, until)
         finally:
             self.app._wakers.discard(wake)
+            if unlisten is not None:
+                unlisten()
             beat.cancel()
             await self._shutdown()
             threads.shutdown(wait=False, cancel_futures=True)
@@ -157,7 +161,14 @@ class Worker:
             if free == 0:
                 await self._wake.wait()  # a finishing run, or stop(), wakes us
                 continue
-            claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
+            try:
+                claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
+            except StorageError as exc:
+                # The database is down past the store's own retries: keep the worker
+                # alive and try again; in-flight runs keep their checkpoints.
+                log.error("worker %s: cannot claim runs: %s; trying again in 5s", self.id, exc)
+                await self._nap(5.0)
+                continue
             for run in claimed:
                 task = asyncio.create_task(self._execute(run, threads))
                 self._running[task] = run
@@ -165,7 +176,11 @@ class Worker:
             if len(claimed) == free:
                 await asyncio.sleep(0)  # let the new runs start; more may be due
                 continue
-            await self._idle(store.next_due(keys))
+            try:
+                next_due = store.next_due(keys)
+            except StorageError:
+                next_due = None
+            await self._idle(next_due)
 
     async def _idle(self, next_due: float | None) -> None:
         """Sleep until something may be due: a slot frees, a run starts, or a timer."""

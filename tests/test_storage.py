@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,15 +13,16 @@ from surestep import (
     LeaseLostError,
     RunNotFoundError,
     State,
+    StorageError,
 )
 from surestep.storage import SQLStore, StepOutcome, open_store
 
 WF = [("wf", "1")]
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLStore]:
-    store = open_store(f"sqlite:///{tmp_path / 'contract.db'}")
+@pytest.fixture
+def store(db_url: str) -> Iterator[SQLStore]:
+    store = open_store(db_url)
     yield store
     store.close()
 
@@ -130,17 +129,38 @@ def test_list_runs_filters_and_orders_newest_first(store: SQLStore) -> None:
     assert [r.id for r in store.list_runs(state=State.CANCELLED)] == ["r3"]
 
 
-def test_the_event_log_is_append_only(tmp_path: Path) -> None:
-    path = tmp_path / "log.db"
-    store = open_store(f"sqlite:///{path}")
+def test_the_event_log_is_append_only(store: SQLStore) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
-    store.close()
-    conn = sqlite3.connect(path)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("UPDATE surestep_events SET actor = 'mallory'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("DELETE FROM surestep_events")
-    conn.execute("DELETE FROM surestep_runs")  # retention: a deleted run's events may go
-    conn.execute("DELETE FROM surestep_events")
-    conn.commit()
-    conn.close()
+    with pytest.raises(StorageError, match="append-only"), store.transaction() as cur:
+        cur.execute("UPDATE surestep_events SET actor = 'mallory'")
+    with pytest.raises(StorageError, match="append-only"), store.transaction() as cur:
+        cur.execute("DELETE FROM surestep_events")
+    assert [e.actor for e in store.get_run("r").events] == ["me"]
+    # retention: once a run is deleted, its events may go
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM surestep_runs")
+        cur.execute("DELETE FROM surestep_events")
+
+
+def test_prune_deletes_old_finished_runs_only(store: SQLStore) -> None:
+    for i, (state, age) in enumerate(
+        [
+            ("success", 100),
+            ("failed", 100),
+            ("cancelled", 100),
+            ("success", 1),
+            ("dead_letter", 100),
+            ("pending", 100),
+        ]
+    ):
+        store.create_run(f"r{i}", "wf", "1", "{}", 0.0, "me")
+        with store.transaction() as cur:
+            cur.execute(
+                "UPDATE surestep_runs SET state = ?, updated_at = ? WHERE id = ?",
+                (state, 1000.0 - age, f"r{i}"),
+            )
+    assert store.prune(before=950.0, batch=2) == 3
+    assert sorted(r.id for r in store.list_runs()) == ["r3", "r4", "r5"]
+    with store.reading() as cur:
+        cur.execute("SELECT COUNT(*) FROM surestep_events WHERE run_id IN ('r0', 'r1', 'r2')")
+        assert cur.fetchone()[0] == 0

@@ -11,7 +11,8 @@ from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcom
 __all__ = ["ClaimedRun", "RecordedStep", "SQLStore", "StepOutcome", "open_store", "redact"]
 
 _SQLITE_HELP = (
-    "use sqlite:///relative/path.db or sqlite:////absolute/path.db (optionally ?synchronous=normal)"
+    "use sqlite:///relative/path.db or sqlite:////absolute/path.db "
+    "(optionally ?synchronous=normal), or postgresql://user@host/database"
 )
 
 
@@ -41,9 +42,9 @@ def open_store(url: str) -> SQLStore:
         path, synchronous = _sqlite_target(url)
         return SQLiteStore(path, synchronous)
     if scheme in ("postgresql", "postgres"):
-        raise ConfigurationError(
-            "PostgreSQL is not supported by this version of surestep yet; use a sqlite:/// URL"
-        )
+        from surestep.storage.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ConfigurationError(f"unsupported database URL scheme {scheme!r}; {_SQLITE_HELP}")
 
 

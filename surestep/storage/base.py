@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 from surestep.errors import (
@@ -22,6 +22,7 @@ from surestep.errors import (
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.reads import RunQueries
 from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
+from surestep.storage.transient import retry_transient
 
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
 
@@ -43,7 +44,7 @@ _STEP_UPSERT = (
 _ATTEMPT_INSERT = (
     "INSERT INTO surestep_attempts"
     " (run_id, position, attempt, state, started_at, finished_at, worker, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, position, attempt) DO NOTHING"
 )
 
 
@@ -55,6 +56,19 @@ class SQLStore(RunQueries):
     lock_rows = ""
     #: Appended to the fencing check, so a concurrent cancel waits for our commit.
     lock_fence = ""
+    #: Appended to a read of a run about to be changed (cancel, redrive).
+    lock_for_update = ""
+    #: Run when a run becomes claimable, to wake idle workers (PostgreSQL: NOTIFY).
+    notify_sql: str | None = None
+    #: How often an idle worker polls when nothing wakes it.
+    default_poll_interval = 0.1
+    #: How long an operation is retried through transient errors (a server restart).
+    reconnect_timeout = 60.0
+
+    def listen(self, on_notify: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``on_notify`` whenever a run becomes claimable; return a function that
+        stops listening, or None if this database cannot notify (workers then poll)."""
+        return None
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Cursor]:
@@ -75,6 +89,7 @@ class SQLStore(RunQueries):
 
     # -- writes -------------------------------------------------------------------
 
+    @retry_transient
     def create_run(
         self,
         run_id: str,
@@ -102,6 +117,7 @@ class SQLStore(RunQueries):
                     _EVENT_INSERT,
                     (run_id, None, None, None, State.PENDING, now, actor, "started", None),
                 )
+                self._notify(cur)
                 return True
             cur.execute("SELECT workflow, inputs FROM surestep_runs WHERE id = ?", (run_id,))
             existing_workflow, existing_inputs = cur.fetchone()
@@ -117,6 +133,7 @@ class SQLStore(RunQueries):
             )
         return False
 
+    @retry_transient
     def claim(
         self,
         worker: str,
@@ -157,6 +174,7 @@ class SQLStore(RunQueries):
             recorded = self._recorded(cur, [row[0] for row in rows])
         return [ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {})) for r in rows]
 
+    @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
         """Checkpoint one attempt of a step: the step row, the attempt and its events.
 
@@ -165,8 +183,28 @@ class SQLStore(RunQueries):
         o = outcome
         check_step_transition(o.from_state, State.RUNNING)
         check_step_transition(State.RUNNING, o.to_state)
+        # The step may be waiting or dead-lettered; the attempt itself either succeeded
+        # or failed.
+        attempt_state = State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED
         with self.transaction() as cur:
             self._fence(cur, run_id, token)
+            cur.execute(
+                _ATTEMPT_INSERT,
+                (
+                    run_id,
+                    o.position,
+                    o.attempt,
+                    attempt_state,
+                    o.started_at,
+                    o.finished_at,
+                    worker,
+                    o.error,
+                ),
+            )
+            if cur.rowcount == 0:
+                # Recorded already: this is a retry of a commit whose acknowledgement
+                # was lost with the connection.
+                return
             cur.execute(
                 _STEP_UPSERT,
                 (
@@ -180,22 +218,6 @@ class SQLStore(RunQueries):
                     o.started_at,
                     o.finished_at,
                     o.next_attempt_at,
-                ),
-            )
-            # The step may be waiting or dead-lettered; the attempt itself either
-            # succeeded or failed.
-            attempt_state = State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED
-            cur.execute(
-                _ATTEMPT_INSERT,
-                (
-                    run_id,
-                    o.position,
-                    o.attempt,
-                    attempt_state,
-                    o.started_at,
-                    o.finished_at,
-                    worker,
-                    o.error,
                 ),
             )
             cur.executemany(
@@ -226,6 +248,7 @@ class SQLStore(RunQueries):
                 ),
             )
 
+    @retry_transient
     def finish(
         self,
         run_id: str,
@@ -254,7 +277,10 @@ class SQLStore(RunQueries):
                 _EVENT_INSERT,
                 (run_id, None, None, State.RUNNING, to_state, now, worker, reason, None),
             )
+            if to_state in (State.WAITING, State.PENDING):
+                self._notify(cur)
 
+    @retry_transient
     def heartbeat(self, worker: str, runs: Sequence[str], now: float, lease_seconds: float) -> int:
         """Extend ``worker``'s leases on ``runs`` (those it is executing); return how many.
 
@@ -272,6 +298,7 @@ class SQLStore(RunQueries):
             )
             return cur.rowcount
 
+    @retry_transient
     def release(
         self,
         runs: Sequence[tuple[str, int]],
@@ -326,6 +353,8 @@ class SQLStore(RunQueries):
                         _EVENT_INSERT,
                         (run_id, None, None, State.RUNNING, to_state, now, actor, why, None),
                     )
+            if released:
+                self._notify(cur)
         return released
 
     def _count_recovery(self, cur: Cursor, run_id: str) -> tuple[int, int]:
@@ -338,6 +367,7 @@ class SQLStore(RunQueries):
             return 0, progress
         return (int(row[0]) + 1 if row[1] == progress else 1), progress
 
+    @retry_transient
     def cancel(self, run_id: str, actor: str, reason: str, now: float) -> State:
         """Cancel a run that has not finished; return the state it was in."""
         with self.transaction() as cur:
@@ -360,6 +390,7 @@ class SQLStore(RunQueries):
             )
         return state
 
+    @retry_transient
     def redrive(self, run_id: str, actor: str, reason: str, now: float) -> list[str]:
         """Send a dead-lettered run back to pending; return the names of redriven steps.
 
@@ -410,9 +441,41 @@ class SQLStore(RunQueries):
                 _EVENT_INSERT,
                 (run_id, None, None, state, State.PENDING, now, actor, reason, None),
             )
+            self._notify(cur)
         return [name for _, name, _ in steps]
 
+    @retry_transient
+    def prune(self, before: float, batch: int = 1000) -> int:
+        """Delete finished runs last changed before ``before`` (epoch seconds), with their
+        steps, attempts and events, ``batch`` runs per transaction; return how many.
+
+        Dead-lettered, waiting and running runs are never pruned.
+        """
+        total = 0
+        while True:
+            with self.transaction() as cur:
+                cur.execute(
+                    "SELECT id FROM surestep_runs"
+                    " WHERE state IN ('success', 'failed', 'cancelled') AND updated_at < ?"
+                    f" ORDER BY updated_at LIMIT ? {self.lock_rows}",
+                    (before, batch),
+                )
+                ids = [row[0] for row in cur.fetchall()]
+                if not ids:
+                    return total
+                marks = ", ".join("?" for _ in ids)
+                # Runs first: the event log's trigger lets events go only once their
+                # run is gone.
+                cur.execute(f"DELETE FROM surestep_runs WHERE id IN ({marks})", ids)
+                for table in ("surestep_steps", "surestep_attempts", "surestep_events"):
+                    cur.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+            total += len(ids)
+
     # -- pieces -------------------------------------------------------------------
+
+    def _notify(self, cur: Cursor) -> None:
+        if self.notify_sql is not None:
+            cur.execute(self.notify_sql)
 
     def _fence(self, cur: Cursor, run_id: str, token: int) -> None:
         cur.execute(
@@ -427,7 +490,9 @@ class SQLStore(RunQueries):
             )
 
     def _state_for_update(self, cur: Cursor, run_id: str) -> State:
-        cur.execute(f"SELECT state FROM surestep_runs WHERE id = ? {self.lock_fence}", (run_id,))
+        cur.execute(
+            f"SELECT state FROM surestep_runs WHERE id = ? {self.lock_for_update}", (run_id,)
+        )
         row = cur.fetchone()
         if row is None:
             raise RunNotFoundError(

@@ -12,6 +12,7 @@ from surestep.errors import RunNotFoundError
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.states import State
 from surestep.storage.rows import Cursor, RecordedStep
+from surestep.storage.transient import retry_transient
 
 _RUN_COLUMNS = (
     "id, workflow, workflow_version, state, inputs, output, error, created_at, updated_at,"
@@ -26,15 +27,19 @@ def _decode(text: str | None) -> Any:
 class RunQueries(ABC):
     """Queries over runs, steps, attempts and events, in portable SQL."""
 
+    reconnect_timeout = 60.0
+
     @abstractmethod
     def reading(self) -> AbstractContextManager[Cursor]:
         """A cursor for consistent reads."""
 
+    @retry_transient
     def recorded_steps(self, run_id: str) -> dict[int, RecordedStep]:
         """The steps of a run recorded so far, by position: what replay reads."""
         with self.reading() as cur:
             return self._recorded(cur, [run_id]).get(run_id, {})
 
+    @retry_transient
     def run_state(self, run_id: str) -> tuple[State, str | None, str | None, str] | None:
         """(state, output, error, workflow) of a run, or None if there is no such run."""
         with self.reading() as cur:
@@ -45,6 +50,7 @@ class RunQueries(ABC):
             row = cur.fetchone()
         return None if row is None else (State(row[0]), row[1], row[2], row[3])
 
+    @retry_transient
     def get_run(self, run_id: str) -> RunRecord:
         """A run with its steps, attempts and events."""
         with self.reading() as cur:
@@ -107,6 +113,7 @@ class RunQueries(ABC):
             )
         return self._run_record(row, steps, events)
 
+    @retry_transient
     def list_runs(
         self, state: State | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
@@ -127,6 +134,7 @@ class RunQueries(ABC):
             )
             return [self._run_record(r, (), ()) for r in cur.fetchall()]
 
+    @retry_transient
     def next_due(self, workflows: Sequence[tuple[str, str]]) -> float | None:
         """When the earliest pending or waiting run of these workflows becomes claimable."""
         if not workflows:
@@ -141,17 +149,20 @@ class RunQueries(ABC):
             row = cur.fetchone()
         return None if row is None else row[0]
 
+    @retry_transient
     def schema_version(self) -> int:
         """The number of the last migration applied to this database."""
         with self.reading() as cur:
             cur.execute("SELECT MAX(version) FROM surestep_migrations")
             return int(cur.fetchone()[0] or 0)
 
+    @retry_transient
     def count_by_state(self) -> dict[State, int]:
         with self.reading() as cur:
             cur.execute("SELECT state, COUNT(*) FROM surestep_runs GROUP BY state")
             return {State(s): n for s, n in cur.fetchall()}
 
+    @retry_transient
     def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, int, str]]:
         """Running runs whose lease lapsed: (run id, token, owner)."""
         with self.reading() as cur:
@@ -162,6 +173,7 @@ class RunQueries(ABC):
             )
             return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
+    @retry_transient
     def leases_of(self, owner_prefix: str) -> list[tuple[str, int, str]]:
         """Running runs whose lease owner starts with ``owner_prefix``."""
         with self.reading() as cur:

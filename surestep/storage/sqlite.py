@@ -149,7 +149,8 @@ class SQLiteStore(SQLStore):
             hint = "another process holds the database lock; is one stuck?"
         else:
             hint = "see the SQLite message above"
-        return StorageError(f"SQLite database {self.path!r}: {text} ({hint})")
+        transient = "locked" in text or "busy" in text
+        return StorageError(f"SQLite database {self.path!r}: {text} ({hint})", transient=transient)
 
 
 def _statements(script: str) -> Iterator[str]:

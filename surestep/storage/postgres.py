@@ -1,0 +1,237 @@
+"""PostgreSQL: how surestep scales out. Any number of workers on any number of machines
+share one database; ``FOR UPDATE SKIP LOCKED`` keeps their claims apart and
+``LISTEN``/``NOTIFY`` wakes idle workers when a run becomes due.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from surestep.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    SchemaVersionError,
+    StorageError,
+)
+from surestep.storage.base import SQLStore
+from surestep.storage.migrations import load
+from surestep.storage.rows import Cursor
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as missing:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(
+        "PostgreSQL support needs psycopg 3 and psycopg_pool: pip install 'surestep[postgres]'"
+    ) from missing
+
+log = logging.getLogger("surestep.postgres")
+
+# NOTIFY channel names stop at 63 bytes (NAMEDATALEN); this one is short and fixed.
+CHANNEL = "surestep_ready"
+# Serialises migrations of concurrently starting workers; any constant will do, as long
+# as every surestep process uses the same one.
+_MIGRATION_LOCK = 0x5375_7265  # "Sure"
+_OPTIONS = {"pool_size": "the most connections this App opens (default 8)"}
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str) -> str:
+    # The shared SQL is written with qmark placeholders; psycopg wants %s. No statement
+    # of ours contains a literal ? or %.
+    return sql.replace("?", "%s")
+
+
+class _Cursor:
+    """A psycopg cursor that speaks the shared SQL's placeholders."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(_placeholders(sql), params)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(_placeholders(sql), params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
+class PostgresStore(SQLStore):
+    """Storage in a PostgreSQL database, through a pool of psycopg 3 connections."""
+
+    lock_rows = "FOR UPDATE SKIP LOCKED"
+    lock_fence = "FOR SHARE"
+    lock_for_update = "FOR UPDATE"
+    notify_sql = f"SELECT pg_notify('{CHANNEL}', '')"
+    default_poll_interval = 1.0  # NOTIFY does the waking; polling is the fallback
+
+    def __init__(self, url: str) -> None:
+        self.url, pool_size = _split_options(url)
+        self._description = _redacted(self.url)
+        self._pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            name="surestep",
+            # A broken connection (server restart) is discarded when it is returned;
+            # the pool replaces it in the background.
+            reconnect_timeout=60,
+        )
+        try:
+            self._pool.open(wait=True, timeout=10)
+        except PoolTimeout:
+            self._pool.close()
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {self._description} within 10 s: is the "
+                f"server running and reachable, and do the user and database exist?",
+                transient=True,
+            ) from None
+        self._migrate()
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def transaction(self) -> AbstractContextManager[Cursor]:
+        return self._transaction()
+
+    def reading(self) -> AbstractContextManager[Cursor]:
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        try:
+            # The pool's context commits on a normal exit and rolls back on an error.
+            with self._pool.connection(timeout=30) as conn, conn.cursor() as cur:
+                yield _Cursor(cur)
+        except psycopg.Error as exc:
+            raise _explain(exc, self._description) from None
+        except PoolTimeout:
+            raise StorageError(
+                f"no PostgreSQL connection free within 30 s at {self._description}; "
+                f"raise pool_size or lower the worker's concurrency",
+                transient=True,
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def listen(self, on_notify: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_notify`` (from a thread) whenever a run becomes claimable.
+
+        Returns a function that stops listening. The listener reconnects with backoff
+        after losing its connection, and calls ``on_notify`` once on reconnecting, as it
+        may have missed notifications meanwhile.
+        """
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._listen, args=(on_notify, stop), name="surestep-listen", daemon=True
+        )
+        thread.start()
+
+        def unlisten() -> None:
+            stop.set()
+            thread.join(timeout=5)
+
+        return unlisten
+
+    def _listen(self, on_notify: Callable[[], None], stop: threading.Event) -> None:
+        pause = 0.1
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    pause = 0.1
+                    on_notify()
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=64):
+                            on_notify()
+            except psycopg.Error as exc:
+                if stop.is_set():
+                    return
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, pause)
+                stop.wait(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _migrate(self) -> None:
+        migrations = load("postgresql")
+        latest = migrations[-1].version
+        try:
+            with self._pool.connection() as conn:
+                # The advisory lock makes workers that start together against an empty
+                # database apply the migrations once, one after another.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS surestep_migrations (version INTEGER PRIMARY "
+                    "KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                row = conn.execute("SELECT MAX(version) FROM surestep_migrations").fetchone()
+                current = int(row[0] or 0) if row else 0
+                if current > latest:
+                    raise SchemaVersionError(
+                        f"the database {self._description} has schema version {current}, "
+                        f"newer than this surestep understands (up to {latest}). Upgrade "
+                        f"surestep (pip install -U surestep) before using this database"
+                    )
+                for migration in migrations[current:]:
+                    conn.execute(migration.sql.encode())  # several statements, no params
+                    conn.execute(
+                        "INSERT INTO surestep_migrations VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, time.time()),
+                    )
+        except psycopg.Error as exc:
+            raise _explain(exc, self._description) from None
+
+
+def _split_options(url: str) -> tuple[str, int]:
+    """Take surestep's own options out of the URL; the rest goes to libpq as it is."""
+    parts = urlsplit(url)
+    kept, pool_size = [], 8
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "pool_size":
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigurationError(
+                    f"pool_size={value!r} in the database URL: use a whole number >= 1"
+                )
+            pool_size = int(value)
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), pool_size
+
+
+def _redacted(url: str) -> str:
+    from surestep.storage import redact
+
+    return redact(url)
+
+
+def _explain(exc: psycopg.Error, where: str) -> StorageError:
+    transient = isinstance(exc, psycopg.OperationalError) or getattr(exc, "sqlstate", "") in (
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "57P01",  # admin_shutdown
+    )
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = (
+        "the connection failed; surestep retries with backoff"
+        if transient
+        else "see the PostgreSQL message"
+    )
+    return StorageError(f"PostgreSQL at {where}: {text} ({hint})", transient=transient)
