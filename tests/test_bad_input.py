@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from surestep import (
     App,
     ConfigurationError,
     DuplicateWorkflowError,
-    SchemaVersionError,
     SerializationError,
     StorageError,
     UnknownWorkflowError,
@@ -90,15 +88,19 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"this is not sqlite")  # left untouched
 
 
-def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    open_store(f"sqlite:///{path}").close()
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO surestep_migrations VALUES (99, 'from_the_future', 0)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 99.*Upgrade surestep"):
-        open_store(f"sqlite:///{path}")
+def test_an_unreachable_postgres_server_says_so_without_the_password() -> None:
+    with pytest.raises(StorageError) as caught:
+        # port 1 on loopback: nothing listens there, so the connection is refused at once
+        open_store("postgresql://app:s3cret@127.0.0.1:1/db?connect_timeout=1")
+    message = str(caught.value)
+    assert "cannot connect to PostgreSQL" in message and "Connection refused" in message
+    assert "s3cret" not in message and "app:***@" in message
+    assert caught.value.transient
+
+
+def test_a_bad_pool_size_in_a_postgres_url() -> None:
+    with pytest.raises(ConfigurationError, match=r"pool_size=.many.*whole number"):
+        open_store("postgresql://app@127.0.0.1/db?pool_size=many")
 
 
 def test_bad_step_declarations(app: App) -> None:

@@ -81,9 +81,10 @@ class PostgresStore(SQLStore):
     notify_sql = f"SELECT pg_notify('{CHANNEL}', '')"
     default_poll_interval = 1.0  # NOTIFY does the waking; polling is the fallback
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, upgrade_to: int | None = None) -> None:
         self.url, pool_size = _split_options(url)
         self._description = _redacted(self.url)
+        self._probe()
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -103,11 +104,24 @@ class PostgresStore(SQLStore):
                 f"server running and reachable, and do the user and database exist?",
                 transient=True,
             ) from None
-        self._migrate()
+        self._migrate(upgrade_to)
 
     @property
     def description(self) -> str:
         return self._description
+
+    def _probe(self) -> None:
+        """Connect once, so a wrong address, database or role fails at once with
+        libpq's own reason rather than after the pool's retries."""
+        try:
+            psycopg.connect(self.url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {self._description}: {reason} (check that "
+                f"the server is running and reachable, and that the user and database exist)",
+                transient=isinstance(exc, psycopg.OperationalError),
+            ) from None
 
     def transaction(self) -> AbstractContextManager[Cursor]:
         return self._transaction()
@@ -170,9 +184,10 @@ class PostgresStore(SQLStore):
                 stop.wait(pause)
                 pause = min(pause * 2, 5.0)
 
-    def _migrate(self) -> None:
+    def _migrate(self, upgrade_to: int | None) -> None:
         migrations = load("postgresql")
         latest = migrations[-1].version
+        target = latest if upgrade_to is None else upgrade_to
         try:
             with self._pool.connection() as conn:
                 # The advisory lock makes workers that start together against an empty
@@ -190,7 +205,7 @@ class PostgresStore(SQLStore):
                         f"newer than this surestep understands (up to {latest}). Upgrade "
                         f"surestep (pip install -U surestep) before using this database"
                     )
-                for migration in migrations[current:]:
+                for migration in migrations[current:target]:
                     conn.execute(migration.sql.encode())  # several statements, no params
                     conn.execute(
                         "INSERT INTO surestep_migrations VALUES (%s, %s, %s)",

@@ -30,7 +30,9 @@ class SQLiteStore(SQLStore):
     for roughly ten times the commit rate.
     """
 
-    def __init__(self, path: str, synchronous: str = "full") -> None:
+    def __init__(
+        self, path: str, synchronous: str = "full", *, upgrade_to: int | None = None
+    ) -> None:
         self.path = path
         self._lock = threading.Lock()
         try:
@@ -42,7 +44,7 @@ class SQLiteStore(SQLStore):
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._migrate()
+            self._migrate(upgrade_to)
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
         except OSError as exc:
@@ -100,9 +102,10 @@ class SQLiteStore(SQLStore):
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
 
-    def _migrate(self) -> None:
+    def _migrate(self, upgrade_to: int | None) -> None:
         migrations = load("sqlite")
         latest = migrations[-1].version
+        target = latest if upgrade_to is None else upgrade_to
         cur = self._conn.cursor()
         # BEGIN IMMEDIATE takes the write lock first, so two processes opening an empty
         # file at once apply the migrations once, one after the other.
@@ -120,7 +123,7 @@ class SQLiteStore(SQLStore):
                     f"this surestep understands (up to {latest}). Upgrade surestep "
                     f"(pip install -U surestep) before using this database"
                 )
-            for migration in migrations[current:]:
+            for migration in migrations[current:target]:
                 for statement in _statements(migration.sql):
                     cur.execute(statement)
                 cur.execute(

@@ -1,0 +1,109 @@
+"""The schema has one source: the numbered migrations. A database created by an older
+version and upgraded must end up exactly like a fresh one, on both dialects."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from surestep import SchemaVersionError
+from surestep.storage import SQLStore, open_store
+from surestep.storage.migrations import load
+
+
+def sqlite_schema(store: SQLStore) -> list[tuple[str, str, str]]:
+    with store.reading() as cur:
+        cur.execute(
+            "SELECT type, name, sql FROM sqlite_master"
+            " WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        )
+        return [(t, n, re.sub(r"\s+", " ", sql or "").strip()) for t, n, sql in cur.fetchall()]
+
+
+def postgres_schema(store: SQLStore) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    with store.reading() as cur:
+        cur.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, COALESCE(column_default, '')"
+            " FROM information_schema.columns WHERE table_schema = current_schema()"
+            " ORDER BY table_name, column_name"
+        )
+        found += [("column", *map(str, row)) for row in cur.fetchall()]
+        cur.execute(
+            "SELECT indexname, replace(indexdef, current_schema() || '.', '')"
+            " FROM pg_indexes WHERE schemaname = current_schema() ORDER BY indexname"
+        )
+        found += [("index", *row) for row in cur.fetchall()]
+        cur.execute(
+            "SELECT trigger_name, event_manipulation, action_timing, action_statement"
+            " FROM information_schema.triggers WHERE trigger_schema = current_schema()"
+            " ORDER BY trigger_name, event_manipulation"
+        )
+        found += [("trigger", *row) for row in cur.fetchall()]
+    return found
+
+
+def schema_of(store: SQLStore, db_url: str) -> list[tuple[str, ...]]:
+    return sqlite_schema(store) if db_url.startswith("sqlite") else postgres_schema(store)
+
+
+def open_at(db_url: str, version: int) -> SQLStore:
+    """Open ``db_url`` upgraded only as far as ``version``, as an older surestep would."""
+    if db_url.startswith("sqlite"):
+        from surestep.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(db_url.removeprefix("sqlite:///"), upgrade_to=version)
+    from surestep.storage.postgres import PostgresStore
+
+    return PostgresStore(db_url, upgrade_to=version)
+
+
+def dialect(db_url: str) -> str:
+    return "sqlite" if db_url.startswith("sqlite") else "postgresql"
+
+
+def test_migrations_are_numbered_and_the_same_for_both_dialects() -> None:
+    sqlite, postgres = load("sqlite"), load("postgresql")
+    assert [m.version for m in sqlite] == list(range(1, len(sqlite) + 1))
+    assert [(m.version, m.name) for m in sqlite] == [(m.version, m.name) for m in postgres]
+
+
+def test_an_upgraded_database_equals_a_fresh_one(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    latest = load(dialect(db_url))[-1].version
+    old = open_at(db_url, 1)
+    assert old.schema_version() == 1
+    old.create_run("kept", "wf", "1", '{"a": 1}', 1.0, "v1")  # data written by version 1
+    old.close()
+
+    for version in range(2, latest + 1):  # one release at a time
+        stepped = open_at(db_url, version)
+        assert stepped.schema_version() == version
+        stepped.close()
+    upgraded = open_store(db_url)
+    upgraded_schema = schema_of(upgraded, db_url)
+    assert upgraded.get_run("kept").inputs == {"a": 1}  # nothing lost on the way
+    upgraded.close()
+
+    if db_url.startswith("sqlite"):
+        fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        fresh_url = request.getfixturevalue("postgres_schema_url")
+    fresh = open_store(fresh_url)
+    try:
+        assert schema_of(fresh, fresh_url) == upgraded_schema
+        assert fresh.schema_version() == latest
+    finally:
+        fresh.close()
+
+
+def test_a_schema_newer_than_the_code_is_refused_on_both_dialects(db_url: str) -> None:
+    store = open_store(db_url)
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO surestep_migrations VALUES (99, 'from_the_future', 0)")
+    store.close()
+    with pytest.raises(SchemaVersionError, match=r"schema version 99.*Upgrade surestep"):
+        open_store(db_url)
