@@ -16,13 +16,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from surestep.errors import (
     ConfigurationError,
+    LeaseLostError,
     MissingDependencyError,
     SchemaVersionError,
     StorageError,
 )
+from surestep.states import State, check_step_transition
 from surestep.storage.base import SQLStore
 from surestep.storage.migrations import load
-from surestep.storage.rows import Cursor
+from surestep.storage.rows import Cursor, StepOutcome
+from surestep.storage.transient import retry_transient
 
 try:
     import psycopg
@@ -40,6 +43,50 @@ CHANNEL = "surestep_ready"
 # as every surestep process uses the same one.
 _MIGRATION_LOCK = 0x5375_7265  # "Sure"
 _OPTIONS = {"pool_size": "the most connections this App opens (default 8)"}
+
+
+# The whole per-step checkpoint in one statement, so it costs one round trip and the
+# commit: data-modifying CTEs share one snapshot, and each later insert runs only if the
+# fence held and the attempt was not recorded before (a retried commit).
+_RECORD_STEP = """
+WITH fence AS (
+    SELECT 1 FROM surestep_runs
+    WHERE id = %(run)s AND lease_token = %(token)s AND state = 'running' FOR SHARE
+), attempt AS (
+    INSERT INTO surestep_attempts
+        (run_id, position, attempt, state, started_at, finished_at, worker, error)
+    SELECT %(run)s, %(position)s::integer, %(attempt)s::integer, %(attempt_state)s,
+        %(started)s::double precision, %(finished)s::double precision, %(worker)s,
+        %(error)s::text
+    WHERE EXISTS (SELECT 1 FROM fence)
+    ON CONFLICT (run_id, position, attempt) DO NOTHING
+    RETURNING 1
+), step AS (
+    INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,
+        started_at, finished_at, next_attempt_at)
+    SELECT %(run)s, %(position)s::integer, %(name)s, %(to_state)s, %(output)s::text,
+        %(error)s::text, %(attempt)s::integer, %(started)s::double precision,
+        %(finished)s::double precision, %(next_at)s::double precision
+    WHERE EXISTS (SELECT 1 FROM attempt)
+    ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
+        output = excluded.output, error = excluded.error, attempts = excluded.attempts,
+        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at
+    RETURNING 1
+), events AS (
+    INSERT INTO surestep_events
+        (run_id, position, step, from_state, to_state, at, actor, reason, attempt)
+    SELECT %(run)s, %(position)s::integer, %(name)s, e.from_state, e.to_state, e.at,
+        %(worker)s, e.reason, %(attempt)s::integer
+    FROM (VALUES
+        (1, %(from_state)s::text, 'running', %(started)s::double precision, NULL::text),
+        (2, 'running', %(to_state)s::text, %(finished)s::double precision, %(reason)s::text)
+    ) AS e (n, from_state, to_state, at, reason)
+    WHERE EXISTS (SELECT 1 FROM attempt)
+    ORDER BY e.n
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM fence), (SELECT COUNT(*) FROM events)
+"""
 
 
 @functools.lru_cache(maxsize=256)
@@ -91,6 +138,9 @@ class PostgresStore(SQLStore):
             max_size=pool_size,
             open=False,
             name="surestep",
+            # Autocommit: a single statement (the per-step checkpoint) commits in its own
+            # round trip; multi-statement work opens conn.transaction() explicitly.
+            kwargs={"autocommit": True},
             # A broken connection (server restart) is discarded when it is returned;
             # the pool replaces it in the background.
             reconnect_timeout=60,
@@ -132,8 +182,11 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:
         try:
-            # The pool's context commits on a normal exit and rolls back on an error.
-            with self._pool.connection(timeout=30) as conn, conn.cursor() as cur:
+            with (
+                self._pool.connection(timeout=30) as conn,
+                conn.transaction(),
+                conn.cursor() as cur,
+            ):
                 yield _Cursor(cur)
         except psycopg.Error as exc:
             raise _explain(exc, self._description) from None
@@ -146,6 +199,46 @@ class PostgresStore(SQLStore):
 
     def close(self) -> None:
         self._pool.close()
+
+    @retry_transient
+    def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
+        """The contract's per-step checkpoint (see ``SQLStore.record_step``), in one
+        round trip: fenced, idempotent and atomic like the portable version."""
+        o = outcome
+        check_step_transition(o.from_state, State.RUNNING)
+        check_step_transition(State.RUNNING, o.to_state)
+        params = {
+            "run": run_id,
+            "token": token,
+            "position": o.position,
+            "attempt": o.attempt,
+            "attempt_state": State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED,
+            "started": o.started_at,
+            "finished": o.finished_at,
+            "worker": worker,
+            "error": o.error,
+            "name": o.name,
+            "to_state": o.to_state,
+            "from_state": o.from_state,
+            "output": o.output,
+            "next_at": o.next_attempt_at,
+            "reason": o.reason,
+        }
+        try:
+            with self._pool.connection(timeout=30) as conn:
+                row = conn.execute(_RECORD_STEP, params).fetchone()
+        except psycopg.Error as exc:
+            raise _explain(exc, self._description) from None
+        except PoolTimeout:
+            raise StorageError(
+                f"no PostgreSQL connection free within 30 s at {self._description}",
+                transient=True,
+            ) from None
+        if row is None or not row[0]:
+            raise LeaseLostError(
+                f"run {run_id!r} is no longer held under lease {token}: it was cancelled "
+                f"or another worker took it over"
+            )
 
     def listen(self, on_notify: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_notify`` (from a thread) whenever a run becomes claimable.
@@ -189,7 +282,7 @@ class PostgresStore(SQLStore):
         latest = migrations[-1].version
         target = latest if upgrade_to is None else upgrade_to
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, conn.transaction():
                 # The advisory lock makes workers that start together against an empty
                 # database apply the migrations once, one after another.
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))

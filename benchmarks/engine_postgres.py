@@ -1,0 +1,386 @@
+"""W workflows of K no-op steps on PostgreSQL, with 1, 2 and 4 worker processes:
+throughput, per-step latency, commit cost, and how CPU splits between workers and server.
+
+    python benchmarks/engine_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
+                                         [--workflows 1000] [--steps 10]
+                                         [--processes 1,2,4] [--concurrency 8]
+
+For each process count the W runs are started from this process into a fresh schema
+(``bench_<n>``, dropped afterwards); then N worker processes (this script with
+``--worker``) are launched and the clock starts once all of them have opened the
+database, so interpreter start-up is not counted. The clock stops when the last run has
+succeeded (polled every 50 ms). CPU is read from /proc before and after: the worker
+processes, and the PostgreSQL processes (the backends serving this benchmark plus the
+server's background processes; other clients' backends are left out). The machine is
+shared and noisy, so compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+
+from surestep import App
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+APP_NAME = "surestep-bench"
+DBOS_STEPS_PER_S = 225  # DBOS Transact 3.4 on the same PostgreSQL, measured separately
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+def make_app(url: str) -> App:
+    app = App(url)
+
+    @app.step()
+    def noop(i: int) -> int:
+        return i
+
+    @app.workflow(name="bench")
+    def bench(k: int) -> int:
+        total = 0
+        for i in range(k):
+            total += noop(i)
+        return total
+
+    return app
+
+
+def schema_url(url: str, schema: str, pool_size: int | None = None) -> str:
+    options = quote(f"-csearch_path={schema}")
+    extra = f"&pool_size={pool_size}" if pool_size else ""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={options}&application_name={APP_NAME}{extra}"
+
+
+# -- the worker process -------------------------------------------------------------
+
+
+def worker_main(url: str, concurrency: int, out: Path) -> None:
+    """Open the App, say ready, wait for go, work until SIGTERM, write latencies."""
+    app = make_app(url)
+    latencies: list[float] = []
+    began: dict[str, float] = {}
+
+    @app.hook("before_step")
+    def before(step: Any) -> None:
+        began[step.idempotency_key] = time.perf_counter()
+
+    @app.hook("after_step")
+    def after(step: Any, state: Any, seconds: float) -> None:
+        # from the step call to its checkpoint committed
+        latencies.append(time.perf_counter() - began.pop(step.idempotency_key))
+
+    app.store  # noqa: B018 - connect and check the schema before saying ready
+    print("ready", flush=True)
+    sys.stdin.readline()
+    app.worker(concurrency=concurrency, poll_interval=0.05).run()
+    out.write_text(json.dumps(latencies))
+    app.close()
+
+
+# -- CPU accounting -----------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of a process, in clock ticks; None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def postgres_pids() -> list[int]:
+    uid = pwd.getpwnam("postgres").pw_uid
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, iowait, total) clock ticks over all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy, iowait, busy + idle + iowait
+
+
+def foreign_backends(conn: psycopg.Connection[Any]) -> set[int]:
+    """Backends of other clients (other engineers' tests), to leave out of the sum."""
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        " AND application_name IS DISTINCT FROM %s",
+        (APP_NAME,),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def server_counters(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
+    """(WAL fsyncs, WAL bytes, commits in this database) since the last stats reset.
+
+    Backends publish their counters up to a second late, but at once when they exit;
+    so this is read only once the benchmark's other backends have gone.
+    """
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND pid <> pg_backend_pid()",
+            (APP_NAME,),
+        ).fetchone()
+        if row is not None and row[0] == 0:
+            break
+        time.sleep(0.05)
+    row = conn.execute(
+        "SELECT wal_sync, wal_bytes, (SELECT xact_commit FROM pg_stat_database"
+        " WHERE datname = current_database()) FROM pg_stat_wal"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+class CpuSample:
+    def __init__(self, workers: list[int], conn: psycopg.Connection[Any]) -> None:
+        self.at = time.perf_counter()
+        self.workers = {pid: cpu_ticks(pid) or 0 for pid in workers}
+        foreign = foreign_backends(conn)
+        self.postgres = {
+            pid: ticks
+            for pid in postgres_pids()
+            if pid not in foreign and (ticks := cpu_ticks(pid)) is not None
+        }
+        self.machine = machine_ticks()
+
+    def since(self, before: CpuSample) -> dict[str, float]:
+        def delta(now: dict[int, int], then: dict[int, int]) -> float:
+            # A backend started after `before` (a worker's connection) counts from zero.
+            return sum(t - then.get(pid, 0) for pid, t in now.items()) / CLOCK_TICKS
+
+        busy, iowait, total = (a - b for a, b in zip(self.machine, before.machine, strict=True))
+        return {
+            "worker_cpu": delta(self.workers, before.workers),
+            "postgres_cpu": delta(self.postgres, before.postgres),
+            "machine_busy": busy / total,
+            "machine_iowait": iowait / total,
+        }
+
+
+# -- one measurement ----------------------------------------------------------------
+
+
+def raw_commit_cost(url: str, n: int = 2000) -> float:
+    """Median seconds of one INSERT+COMMIT on one psycopg connection."""
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
+        conn.commit()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO raw (v) VALUES (%s)", ("x" * 32,))
+            conn.commit()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def launch_workers(url: str, n: int, concurrency: int, folder: Path) -> list[subprocess.Popen[str]]:
+    procs = []
+    for i in range(n):
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", "--url", url]
+                + ["--concurrency", str(concurrency), "--out", str(folder / f"lat{i}.json")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"worker {proc.pid} did not start; see its error above")
+    return procs
+
+
+def wait_for(conn: psycopg.Connection[Any], workflows: int, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        row = conn.execute("SELECT COUNT(*) FROM surestep_runs WHERE state = 'success'").fetchone()
+        if row is not None and row[0] >= workflows:
+            return
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"only {row and row[0]} of {workflows} runs succeeded in {timeout}s")
+        time.sleep(0.05)
+
+
+def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def one_measurement(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
+    schema = f"bench_{n}"
+    url = schema_url(args.url, schema)
+    with psycopg.connect(schema_url(args.url, "public"), autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        app = make_app(url)
+        for _ in range(args.workflows):
+            app.start("bench", args.steps)
+        app.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            procs = launch_workers(url, n, args.concurrency, folder)
+            wal0, cpu0 = server_counters(conn), CpuSample([p.pid for p in procs], conn)
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            wait_for(conn, args.workflows, timeout=300)
+            cpu1 = CpuSample([p.pid for p in procs], conn)
+            stop_workers(procs)
+            wal1 = server_counters(conn)
+        raw = raw_commit_cost(url)
+    finally:
+        with psycopg.connect(schema_url(args.url, "public"), autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    latencies = sorted(x for i in range(n) for x in json.loads((folder / f"lat{i}.json").read_text()))
+    return {
+        "elapsed": cpu1.at - cpu0.at,
+        "p50": latencies[len(latencies) // 2],
+        "p95": latencies[int(len(latencies) * 0.95)],
+        "raw": raw,
+        "fsyncs": wal1[0] - wal0[0],
+        "wal_bytes": wal1[1] - wal0[1],
+        **cpu1.since(cpu0),
+    }
+
+
+# -- report -------------------------------------------------------------------------
+
+
+def bottleneck(m: dict[str, Any]) -> str:
+    capacity = CORES * m["elapsed"]
+    used = (m["worker_cpu"] + m["postgres_cpu"]) / capacity
+    fsync_busy = m["fsyncs"] * m["raw"] / m["elapsed"]
+    if m["machine_busy"] >= 0.85:
+        side = "workers" if m["worker_cpu"] >= m["postgres_cpu"] else "postgres"
+        return f"CPU-bound: {m['machine_busy']:.0%} of {CORES} cores busy, mostly {side}"
+    if fsync_busy >= 0.7:
+        return f"fsync-bound: WAL flushes take ~{fsync_busy:.0%} of the wall time"
+    return (
+        f"neither saturated: CPU {used:.0%} of {CORES} cores, WAL flushes ~{fsync_busy:.0%} of"
+        f" wall; latency-bound (round trips per step x concurrency)"
+    )
+
+
+def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None:
+    total = args.workflows * args.steps
+    print(
+        f"workload              {args.workflows} workflows x {args.steps} no-op steps on "
+        f"PostgreSQL ({args.server}), fsync on, synchronous_commit {args.sync_commit}"
+    )
+    print(
+        f"workers               N processes x concurrency {args.concurrency} (threads per "
+        f"process; pool_size 8 = one connection each), {CORES} cores shared with the server"
+    )
+    for n, m in results.items():
+        rate = total / m["elapsed"]
+        cap = CORES * m["elapsed"]
+        print(f"-- {n} worker process{'es' if n > 1 else ''}")
+        print(f"steps/s               {rate:,.0f}  ({m['elapsed']:.2f} s wall)")
+        print(
+            f"wall per step         {m['elapsed'] / total * 1e3:.3f} ms (whole system; "
+            f"includes each run's claim and finish)"
+        )
+        print(
+            f"step latency          p50 {m['p50'] * 1e3:.3f} ms, p95 {m['p95'] * 1e3:.3f} ms "
+            f"(in a worker: step call to checkpoint committed)"
+        )
+        print(f"raw INSERT+COMMIT     {m['raw'] * 1e3:.3f} ms (median of 2000, one connection)")
+        print(
+            f"CPU                   workers {m['worker_cpu']:.2f} s ({m['worker_cpu'] / cap:.0%}"
+            f" of {CORES} cores x wall), postgres {m['postgres_cpu']:.2f} s "
+            f"({m['postgres_cpu'] / cap:.0%}); machine busy {m['machine_busy']:.0%}, "
+            f"iowait {m['machine_iowait']:.0%}"
+        )
+        print(
+            f"WAL                   {m['fsyncs'] / total:.2f} fsyncs/step "
+            f"({m['fsyncs'] / m['elapsed']:,.0f}/s), {m['wal_bytes'] / total / 1024:.1f} KiB/step"
+        )
+        print(f"bottleneck            {bottleneck(m)}")
+        print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s) {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
+    print("--")
+    rates = {n: total / m["elapsed"] for n, m in results.items()}
+    counts = sorted(rates)
+    steps = ", ".join(f"{n}: {rates[n]:,.0f}" for n in counts)
+    first, last = counts[0], counts[-1]
+    grows = rates[last] > rates[first] * 1.1
+    print(
+        f"scaling               steps/s by processes {steps}; "
+        f"{'grows' if grows else 'does not grow'} from {first} to {last} "
+        f"({rates[last] / rates[first]:.2f}x)"
+    )
+    best = max(rates.values())
+    print(
+        f"best vs DBOS 3.4      {best / DBOS_STEPS_PER_S:.1f}x "
+        f"({'meets' if best >= 5 * DBOS_STEPS_PER_S else 'misses'} the >= 5x target)"
+    )
+
+
+def server_settings(url: str) -> tuple[str, str]:
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        sync = conn.execute("SHOW synchronous_commit").fetchone()
+    assert version is not None and sync is not None
+    return f"{version[0].split()[0]}", str(sync[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--workflows", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker_main(args.url, args.concurrency, args.out)
+        return
+    args.server, args.sync_commit = server_settings(args.url)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(p) for p in args.processes.split(",")):
+            results[n] = one_measurement(args, n, Path(tmp))
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()
