@@ -59,11 +59,10 @@ def make_app(url: str) -> App:
     return app
 
 
-def schema_url(url: str, schema: str, pool_size: int | None = None) -> str:
+def schema_url(url: str, schema: str) -> str:
     options = quote(f"-csearch_path={schema}")
-    extra = f"&pool_size={pool_size}" if pool_size else ""
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={options}&application_name={APP_NAME}{extra}"
+    return f"{url}{sep}options={options}&application_name={APP_NAME}"
 
 
 # -- the worker process -------------------------------------------------------------
@@ -185,7 +184,7 @@ class CpuSample:
         }
 
 
-# -- one measurement ----------------------------------------------------------------
+# -- one round ----------------------------------------------------------------------
 
 
 def raw_commit_cost(url: str, n: int = 2000) -> float:
@@ -203,20 +202,20 @@ def raw_commit_cost(url: str, n: int = 2000) -> float:
 
 
 def launch_workers(url: str, n: int, concurrency: int, folder: Path) -> list[subprocess.Popen[str]]:
-    procs = []
-    for i in range(n):
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, __file__, "--worker", "--url", url]
-                + ["--concurrency", str(concurrency), "--out", str(folder / f"lat{i}.json")],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+    command = [sys.executable, __file__, "--worker", "--url", url, "--concurrency"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(concurrency), "--out", str(folder / f"lat{i}.json")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        for i in range(n)
+    ]
     for proc in procs:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
+            stop_workers(procs)
             raise SystemExit(f"worker {proc.pid} did not start; see its error above")
     return procs
 
@@ -225,10 +224,11 @@ def wait_for(conn: psycopg.Connection[Any], workflows: int, timeout: float) -> N
     deadline = time.perf_counter() + timeout
     while True:
         row = conn.execute("SELECT COUNT(*) FROM surestep_runs WHERE state = 'success'").fetchone()
-        if row is not None and row[0] >= workflows:
+        done = row[0] if row else 0
+        if done >= workflows:
             return
         if time.perf_counter() > deadline:
-            raise SystemExit(f"only {row and row[0]} of {workflows} runs succeeded in {timeout}s")
+            raise SystemExit(f"only {done} of {workflows} runs succeeded within {timeout:.0f} s")
         time.sleep(0.05)
 
 
@@ -243,106 +243,144 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
-def one_measurement(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
-    schema = f"bench_{n}"
-    url = schema_url(args.url, schema)
-    with psycopg.connect(schema_url(args.url, "public"), autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        app = make_app(url)
-        for _ in range(args.workflows):
-            app.start("bench", args.steps)
-        app.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            procs = launch_workers(url, n, args.concurrency, folder)
-            wal0, cpu0 = server_counters(conn), CpuSample([p.pid for p in procs], conn)
+def measure(args: argparse.Namespace, url: str, n: int, folder: Path) -> dict[str, Any]:
+    """Start the runs, launch the workers, time them, and read the counters around it."""
+    app = make_app(url)
+    for _ in range(args.workflows):
+        app.start("bench", args.steps)
+    app.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        server0 = server_counters(conn)
+        launched = time.perf_counter()
+        procs = launch_workers(url, n, args.concurrency, folder)
+        ready = time.perf_counter() - launched
+        try:
+            cpu0 = CpuSample([p.pid for p in procs], conn)
             for proc in procs:
                 assert proc.stdin is not None
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             wait_for(conn, args.workflows, timeout=300)
             cpu1 = CpuSample([p.pid for p in procs], conn)
+        finally:
             stop_workers(procs)
-            wal1 = server_counters(conn)
-        raw = raw_commit_cost(url)
-    finally:
-        with psycopg.connect(schema_url(args.url, "public"), autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    latencies = sorted(x for i in range(n) for x in json.loads((folder / f"lat{i}.json").read_text()))
+        server1 = server_counters(conn)
+    files = [folder / f"lat{i}.json" for i in range(n)]
+    latencies = sorted(x for f in files for x in json.loads(f.read_text()))
+    fsyncs, wal_bytes, commits = (b - a for a, b in zip(server0, server1, strict=True))
     return {
         "elapsed": cpu1.at - cpu0.at,
+        "startup": ready,
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[int(len(latencies) * 0.95)],
-        "raw": raw,
-        "fsyncs": wal1[0] - wal0[0],
-        "wal_bytes": wal1[1] - wal0[1],
+        "raw": raw_commit_cost(url),
+        "fsyncs": fsyncs,
+        "wal_bytes": wal_bytes,
+        "commits": commits,
         **cpu1.since(cpu0),
     }
+
+
+def one_round(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
+    """One measurement with ``n`` worker processes, in a schema of its own."""
+    schema = f"bench_{n}"
+    with psycopg.connect(args.url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        return measure(args, schema_url(args.url, schema), n, folder)
+    finally:
+        with psycopg.connect(args.url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 # -- report -------------------------------------------------------------------------
 
 
-def bottleneck(m: dict[str, Any]) -> str:
+def bottleneck(m: dict[str, Any], n: int) -> str:
     capacity = CORES * m["elapsed"]
-    used = (m["worker_cpu"] + m["postgres_cpu"]) / capacity
-    fsync_busy = m["fsyncs"] * m["raw"] / m["elapsed"]
+    per_process = m["worker_cpu"] / (n * m["elapsed"])
+    fsync_share = m["fsyncs"] * m["raw"] / m["elapsed"]
     if m["machine_busy"] >= 0.85:
-        side = "workers" if m["worker_cpu"] >= m["postgres_cpu"] else "postgres"
-        return f"CPU-bound: {m['machine_busy']:.0%} of {CORES} cores busy, mostly {side}"
-    if fsync_busy >= 0.7:
-        return f"fsync-bound: WAL flushes take ~{fsync_busy:.0%} of the wall time"
+        side = "the workers" if m["worker_cpu"] >= m["postgres_cpu"] else "postgres"
+        return (
+            f"CPU: {m['machine_busy']:.0%} of {CORES} cores busy, most of it {side}; "
+            f"more processes cannot help on this machine"
+        )
+    if per_process >= 0.75:
+        return (
+            f"the worker process: {per_process:.2f} of a core each (one GIL); "
+            f"machine {m['machine_busy']:.0%} busy, so more processes can still help"
+        )
+    if fsync_share >= 0.7:
+        return f"fsync: WAL flushes take ~{fsync_share:.0%} of the wall time"
+    used = (m["worker_cpu"] + m["postgres_cpu"]) / capacity
     return (
-        f"neither saturated: CPU {used:.0%} of {CORES} cores, WAL flushes ~{fsync_busy:.0%} of"
-        f" wall; latency-bound (round trips per step x concurrency)"
+        f"none saturated (CPU {used:.0%} of {CORES} cores, WAL flushes <= {fsync_share:.0%} of"
+        f" wall): round-trip latency x concurrency"
     )
+
+
+def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
+    total = args.workflows * args.steps
+    rate = total / m["elapsed"]
+    cap = CORES * m["elapsed"]
+    other = max(0.0, m["machine_busy"] * cap - m["worker_cpu"] - m["postgres_cpu"])
+    print(f"-- {n} worker process{'es' if n > 1 else ''}")
+    print(
+        f"steps/s               {rate:,.0f} ({m['elapsed']:.2f} s wall; rounds "
+        f"{', '.join(f'{total / e:,.0f}' for e in m['rounds'])}); the workers took "
+        f"{m['startup']:.2f} s to start, before the clock"
+    )
+    print(
+        f"wall per step         {m['elapsed'] / total * 1e3:.3f} ms (whole system; includes "
+        f"each run's claim and finish)"
+    )
+    print(
+        f"step latency          p50 {m['p50'] * 1e3:.3f} ms, p95 {m['p95'] * 1e3:.3f} ms "
+        f"(inside a worker: step call to checkpoint committed)"
+    )
+    print(f"raw INSERT+COMMIT     {m['raw'] * 1e3:.3f} ms (same server, one connection)")
+    print(
+        f"CPU                   workers {m['worker_cpu']:.2f} s = {m['worker_cpu'] / cap:.0%}"
+        f" of {CORES} cores x wall, postgres {m['postgres_cpu']:.2f} s = "
+        f"{m['postgres_cpu'] / cap:.0%}, other {other / cap:.0%}; iowait "
+        f"{m['machine_iowait']:.0%}"
+    )
+    print(
+        f"CPU per step          workers {m['worker_cpu'] / total * 1e6:.0f} us, postgres "
+        f"{m['postgres_cpu'] / total * 1e6:.0f} us"
+    )
+    print(
+        f"commits, WAL          {m['commits'] / total:.2f} commits/step, "
+        f"{m['fsyncs'] / total:.2f} WAL fsyncs/step ({m['fsyncs'] / m['elapsed']:,.0f}/s), "
+        f"{m['wal_bytes'] / total / 1024:.1f} KiB WAL/step"
+    )
+    print(f"bottleneck            {bottleneck(m, n)}")
+    print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s)  {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
 
 
 def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None:
     total = args.workflows * args.steps
     print(
-        f"workload              {args.workflows} workflows x {args.steps} no-op steps on "
-        f"PostgreSQL ({args.server}), fsync on, synchronous_commit {args.sync_commit}"
+        f"workload              {args.workflows} workflows x {args.steps} no-op steps, "
+        f"PostgreSQL {args.server} (fsync on, synchronous_commit {args.sync_commit}), "
+        f"median of {args.rounds} rounds"
     )
     print(
-        f"workers               N processes x concurrency {args.concurrency} (threads per "
-        f"process; pool_size 8 = one connection each), {CORES} cores shared with the server"
+        f"workers               N processes x concurrency {args.concurrency} (a thread and a"
+        f" pooled connection per run in flight), {CORES} cores shared with the server"
     )
     for n, m in results.items():
-        rate = total / m["elapsed"]
-        cap = CORES * m["elapsed"]
-        print(f"-- {n} worker process{'es' if n > 1 else ''}")
-        print(f"steps/s               {rate:,.0f}  ({m['elapsed']:.2f} s wall)")
-        print(
-            f"wall per step         {m['elapsed'] / total * 1e3:.3f} ms (whole system; "
-            f"includes each run's claim and finish)"
-        )
-        print(
-            f"step latency          p50 {m['p50'] * 1e3:.3f} ms, p95 {m['p95'] * 1e3:.3f} ms "
-            f"(in a worker: step call to checkpoint committed)"
-        )
-        print(f"raw INSERT+COMMIT     {m['raw'] * 1e3:.3f} ms (median of 2000, one connection)")
-        print(
-            f"CPU                   workers {m['worker_cpu']:.2f} s ({m['worker_cpu'] / cap:.0%}"
-            f" of {CORES} cores x wall), postgres {m['postgres_cpu']:.2f} s "
-            f"({m['postgres_cpu'] / cap:.0%}); machine busy {m['machine_busy']:.0%}, "
-            f"iowait {m['machine_iowait']:.0%}"
-        )
-        print(
-            f"WAL                   {m['fsyncs'] / total:.2f} fsyncs/step "
-            f"({m['fsyncs'] / m['elapsed']:,.0f}/s), {m['wal_bytes'] / total / 1024:.1f} KiB/step"
-        )
-        print(f"bottleneck            {bottleneck(m)}")
-        print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s) {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
+        report_one(args, n, m)
     print("--")
     rates = {n: total / m["elapsed"] for n, m in results.items()}
     counts = sorted(rates)
-    steps = ", ".join(f"{n}: {rates[n]:,.0f}" for n in counts)
     first, last = counts[0], counts[-1]
     grows = rates[last] > rates[first] * 1.1
     print(
-        f"scaling               steps/s by processes {steps}; "
+        f"scaling               steps/s by processes "
+        f"{', '.join(f'{n}: {rates[n]:,.0f}' for n in counts)}; "
         f"{'grows' if grows else 'does not grow'} from {first} to {last} "
         f"({rates[last] / rates[first]:.2f}x)"
     )
@@ -358,7 +396,7 @@ def server_settings(url: str) -> tuple[str, str]:
         version = conn.execute("SHOW server_version").fetchone()
         sync = conn.execute("SHOW synchronous_commit").fetchone()
     assert version is not None and sync is not None
-    return f"{version[0].split()[0]}", str(sync[0])
+    return str(version[0]).split()[0], str(sync[0])
 
 
 def main() -> None:
@@ -368,6 +406,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -375,10 +414,18 @@ def main() -> None:
         worker_main(args.url, args.concurrency, args.out)
         return
     args.server, args.sync_commit = server_settings(args.url)
-    results = {}
+    counts = [int(p) for p in args.processes.split(",")]
+    rounds: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(p) for p in args.processes.split(",")):
-            results[n] = one_measurement(args, n, Path(tmp))
+        # Interleaved, so that a noisy minute on the shared machine hurts every count.
+        for _ in range(args.rounds):
+            for n in counts:
+                rounds[n].append(one_round(args, n, Path(tmp)))
+    # The median round by wall time, whole, so that its CPU shares add up.
+    results = {}
+    for n, rs in rounds.items():
+        rs.sort(key=lambda r: r["elapsed"])
+        results[n] = {**rs[len(rs) // 2], "rounds": [r["elapsed"] for r in rs]}
     report(args, results)
 
 
