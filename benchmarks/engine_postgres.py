@@ -2,7 +2,7 @@
 throughput, per-step latency, commit cost, and how CPU splits between workers and server.
 
     python benchmarks/engine_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
-                                         [--workflows 1000] [--steps 10]
+                                         [--workflows 1000] [--steps 10] [--rounds 3]
                                          [--processes 1,2,4] [--concurrency 8]
 
 For each process count the W runs are started from this process into a fresh schema
@@ -11,8 +11,10 @@ For each process count the W runs are started from this process into a fresh sch
 database, so interpreter start-up is not counted. The clock stops when the last run has
 succeeded (polled every 50 ms). CPU is read from /proc before and after: the worker
 processes, and the PostgreSQL processes (the backends serving this benchmark plus the
-server's background processes; other clients' backends are left out). The machine is
-shared and noisy, so compare ratios from one run.
+server's background processes; other clients' backends are left out), so the server
+must run on this machine. Rounds are interleaved across process counts and the median
+round (by wall time) is printed whole. The machine is shared and noisy, so compare
+ratios from one run.
 """
 
 from __future__ import annotations
@@ -116,12 +118,12 @@ def postgres_pids() -> list[int]:
     return pids
 
 
-def machine_ticks() -> tuple[int, int, int]:
-    """(busy, iowait, total) clock ticks over all CPUs since boot."""
+def machine_ticks() -> tuple[int, int, int, int]:
+    """(busy, softirq, iowait, total) clock ticks over all CPUs since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
     busy = user + nice + system + irq + softirq + steal
-    return busy, iowait, busy + idle + iowait
+    return busy, softirq, iowait, busy + idle + iowait
 
 
 def foreign_backends(conn: psycopg.Connection[Any]) -> set[int]:
@@ -163,6 +165,7 @@ class CpuSample:
         self.at = time.perf_counter()
         self.workers = {pid: cpu_ticks(pid) or 0 for pid in workers}
         foreign = foreign_backends(conn)
+        self.others = len(foreign)
         self.postgres = {
             pid: ticks
             for pid in postgres_pids()
@@ -175,16 +178,46 @@ class CpuSample:
             # A backend started after `before` (a worker's connection) counts from zero.
             return sum(t - then.get(pid, 0) for pid, t in now.items()) / CLOCK_TICKS
 
-        busy, iowait, total = (a - b for a, b in zip(self.machine, before.machine, strict=True))
+        busy, softirq, iowait, total = (
+            a - b for a, b in zip(self.machine, before.machine, strict=True)
+        )
         return {
             "worker_cpu": delta(self.workers, before.workers),
             "postgres_cpu": delta(self.postgres, before.postgres),
             "machine_busy": busy / total,
+            # mostly the loopback TCP traffic between workers and server
+            "machine_softirq": softirq / total,
             "machine_iowait": iowait / total,
+            "other_clients": max(self.others, before.others),
         }
 
 
 # -- one round ----------------------------------------------------------------------
+
+
+def fsync_cost(url: str, n: int = 500) -> float | None:
+    """Median seconds of one 8 KiB write + fdatasync on the filesystem of the server's WAL,
+    or None when that directory is not readable from here."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    wal = Path(str(row[0]) if row else "/nonexistent", "pg_wal")
+    try:
+        # Next to the WAL directory, not in it: same filesystem, no file of the server's.
+        folder = wal.resolve(strict=True).parent.parent
+        handle, name = tempfile.mkstemp(dir=folder, prefix="surestep-fsync-")
+    except OSError:
+        return None
+    times = []
+    try:
+        for _ in range(n):
+            os.pwrite(handle, b"x" * 8192, 0)
+            t0 = time.perf_counter()
+            os.fdatasync(handle)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(handle)
+        os.unlink(name)
+    return statistics.median(times)
 
 
 def raw_commit_cost(url: str, n: int = 2000) -> float:
@@ -297,35 +330,33 @@ def one_round(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
 # -- report -------------------------------------------------------------------------
 
 
-def bottleneck(m: dict[str, Any], n: int) -> str:
-    capacity = CORES * m["elapsed"]
+def bottleneck(m: dict[str, Any], n: int, fsync: float | None) -> str:
+    """Which of CPU, WAL flushes and one worker's GIL limits this measurement."""
     per_process = m["worker_cpu"] / (n * m["elapsed"])
-    fsync_share = m["fsyncs"] * m["raw"] / m["elapsed"]
-    if m["machine_busy"] >= 0.85:
-        side = "the workers" if m["worker_cpu"] >= m["postgres_cpu"] else "postgres"
-        return (
-            f"CPU: {m['machine_busy']:.0%} of {CORES} cores busy, most of it {side}; "
-            f"more processes cannot help on this machine"
-        )
-    if per_process >= 0.75:
-        return (
-            f"the worker process: {per_process:.2f} of a core each (one GIL); "
-            f"machine {m['machine_busy']:.0%} busy, so more processes can still help"
-        )
-    if fsync_share >= 0.7:
-        return f"fsync: WAL flushes take ~{fsync_share:.0%} of the wall time"
-    used = (m["worker_cpu"] + m["postgres_cpu"]) / capacity
-    return (
-        f"none saturated (CPU {used:.0%} of {CORES} cores, WAL flushes <= {fsync_share:.0%} of"
-        f" wall): round-trip latency x concurrency"
-    )
+    flushing = None if fsync is None else m["fsyncs"] * fsync / m["elapsed"]
+    limits = [
+        f"CPU {m['machine_busy']:.0%} of {CORES} cores",
+        f"one worker process {per_process:.2f} core",
+        "WAL flush n/a" if flushing is None else f"WAL fdatasync ~{flushing:.0%} of wall",
+    ]
+    if m["machine_busy"] >= 0.8:
+        side = "postgres" if m["postgres_cpu"] > m["worker_cpu"] else "the workers"
+        verdict = f"CPU (most of it {side}); more processes cannot help on this machine"
+    elif per_process >= 0.8:
+        verdict = "the worker process (one GIL); more processes help while cores are free"
+    elif flushing is not None and flushing >= 0.7:
+        verdict = "WAL flushes (fsync)"
+    else:
+        verdict = "nothing saturated: round trips x concurrency"
+    return f"{verdict} [{', '.join(limits)}]"
 
 
 def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
     total = args.workflows * args.steps
     rate = total / m["elapsed"]
     cap = CORES * m["elapsed"]
-    other = max(0.0, m["machine_busy"] * cap - m["worker_cpu"] - m["postgres_cpu"])
+    softirq = m["machine_softirq"]
+    other = max(0.0, m["machine_busy"] - softirq - (m["worker_cpu"] + m["postgres_cpu"]) / cap)
     print(f"-- {n} worker process{'es' if n > 1 else ''}")
     print(
         f"steps/s               {rate:,.0f} ({m['elapsed']:.2f} s wall; rounds "
@@ -333,18 +364,21 @@ def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
         f"{m['startup']:.2f} s to start, before the clock"
     )
     print(
-        f"wall per step         {m['elapsed'] / total * 1e3:.3f} ms (whole system; includes "
-        f"each run's claim and finish)"
+        f"per-step overhead     {m['elapsed'] / total * 1e3:.3f} ms (wall per step, whole "
+        f"system; includes each run's claim and finish)"
     )
     print(
         f"step latency          p50 {m['p50'] * 1e3:.3f} ms, p95 {m['p95'] * 1e3:.3f} ms "
         f"(inside a worker: step call to checkpoint committed)"
     )
     print(f"raw INSERT+COMMIT     {m['raw'] * 1e3:.3f} ms (same server, one connection)")
+    if args.fsync is not None:
+        print(f"raw fdatasync         {args.fsync * 1e3:.3f} ms (8 KiB, the WAL's filesystem)")
     print(
         f"CPU                   workers {m['worker_cpu']:.2f} s = {m['worker_cpu'] / cap:.0%}"
         f" of {CORES} cores x wall, postgres {m['postgres_cpu']:.2f} s = "
-        f"{m['postgres_cpu'] / cap:.0%}, other {other / cap:.0%}; iowait "
+        f"{m['postgres_cpu'] / cap:.0%}, network softirq {softirq:.0%}, other processes "
+        f"{other:.0%} ({m['other_clients']:.0f} other clients connected); iowait "
         f"{m['machine_iowait']:.0%}"
     )
     print(
@@ -354,9 +388,9 @@ def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
     print(
         f"commits, WAL          {m['commits'] / total:.2f} commits/step, "
         f"{m['fsyncs'] / total:.2f} WAL fsyncs/step ({m['fsyncs'] / m['elapsed']:,.0f}/s), "
-        f"{m['wal_bytes'] / total / 1024:.1f} KiB WAL/step"
+        f"{m['wal_bytes'] / total / 1024:.1f} KiB WAL/step (server-wide; read-only commits count)"
     )
-    print(f"bottleneck            {bottleneck(m, n)}")
+    print(f"bottleneck            {bottleneck(m, n, args.fsync)}")
     print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s)  {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
 
 
@@ -368,8 +402,8 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None
         f"median of {args.rounds} rounds"
     )
     print(
-        f"workers               N processes x concurrency {args.concurrency} (a thread and a"
-        f" pooled connection per run in flight), {CORES} cores shared with the server"
+        f"workers               N processes x concurrency {args.concurrency} (threads per "
+        f"process; pool_size 8, the default), {CORES} cores shared with the server"
     )
     for n, m in results.items():
         report_one(args, n, m)
@@ -383,6 +417,17 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None
         f"{', '.join(f'{n}: {rates[n]:,.0f}' for n in counts)}; "
         f"{'grows' if grows else 'does not grow'} from {first} to {last} "
         f"({rates[last] / rates[first]:.2f}x)"
+    )
+    # CPU per step, the loopback network's softirq included: what 2 cores can carry.
+    per_step = {
+        n: (m["worker_cpu"] + m["postgres_cpu"]) / total
+        + m["machine_softirq"] * CORES * m["elapsed"] / total
+        for n, m in results.items()
+    }
+    print(
+        f"CPU ceiling           {CORES} cores / CPU per step = "
+        f"{', '.join(f'{n}: {CORES / per_step[n]:,.0f}' for n in counts)} steps/s "
+        f"({', '.join(f'{per_step[n] * 1e6:.0f}' for n in counts)} us of CPU per step)"
     )
     best = max(rates.values())
     print(
@@ -414,13 +459,20 @@ def main() -> None:
         worker_main(args.url, args.concurrency, args.out)
         return
     args.server, args.sync_commit = server_settings(args.url)
+    args.fsync = fsync_cost(args.url)
     counts = [int(p) for p in args.processes.split(",")]
     rounds: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
     with tempfile.TemporaryDirectory() as tmp:
         # Interleaved, so that a noisy minute on the shared machine hurts every count.
         for _ in range(args.rounds):
             for n in counts:
-                rounds[n].append(one_round(args, n, Path(tmp)))
+                try:
+                    rounds[n].append(one_round(args, n, Path(tmp)))
+                except psycopg.OperationalError as exc:
+                    raise SystemExit(
+                        f"the PostgreSQL connection failed mid-measurement ({exc}); is "
+                        f"something restarting the server? Run again when it is quiet"
+                    ) from None
     # The median round by wall time, whole, so that its CPU shares add up.
     results = {}
     for n, rs in rounds.items():

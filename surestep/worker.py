@@ -164,10 +164,12 @@ class Worker:
             try:
                 claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
             except StorageError as exc:
-                # The database is down past the store's own retries: keep the worker
-                # alive and try again; in-flight runs keep their checkpoints.
-                log.error("worker %s: cannot claim runs: %s; trying again in 5s", self.id, exc)
-                await self._nap(5.0)
+                # Keep the worker alive and try again. If the claim committed but its
+                # acknowledgement was lost, runs are leased to us that nothing executes:
+                # hand them back first.
+                log.error("worker %s: cannot claim runs: %s; trying again", self.id, exc)
+                await self._nap(0.5 if exc.transient else 5.0)
+                self._release_orphans()
                 continue
             for run in claimed:
                 task = asyncio.create_task(self._execute(run, threads))
@@ -265,6 +267,25 @@ class Worker:
                 self._recover_local()
             except Exception:
                 log.exception("worker %s: heartbeat failed; will try again", self.id)
+
+    def _release_orphans(self) -> None:
+        """Hand back runs leased to this worker that it is not executing."""
+        in_flight = {run.id for run in self._running.values()}
+        try:
+            orphans = [
+                (run, token)
+                for run, token, owner in self.app.store.leases_of(self.id)
+                if owner == self.id and run not in in_flight
+            ]
+            if orphans:
+                self.app.store.release(
+                    orphans,
+                    self.id,
+                    "claimed but not started (lost acknowledgement)",
+                    self.app.clock.now(),
+                )
+        except StorageError as exc:
+            log.warning("worker %s: cannot hand back orphaned leases yet: %s", self.id, exc)
 
     def _recover_expired(self) -> None:
         store, now = self.app.store, self.app.clock.now()

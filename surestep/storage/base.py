@@ -133,7 +133,6 @@ class SQLStore(RunQueries):
             )
         return False
 
-    @retry_transient
     def claim(
         self,
         worker: str,
@@ -142,7 +141,12 @@ class SQLStore(RunQueries):
         now: float,
         lease_seconds: float,
     ) -> list[ClaimedRun]:
-        """Lease up to ``limit`` runs that are due, of the given (name, version) pairs."""
+        """Lease up to ``limit`` runs that are due, of the given (name, version) pairs.
+
+        Not retried on a transient error: if the commit went through but its
+        acknowledgement was lost, a retry would lease a second batch. The worker instead
+        takes back the leases it holds but is not executing, then claims again.
+        """
         if limit <= 0 or not workflows:
             return []
         pairs, params = self._workflow_pairs(workflows)
@@ -318,6 +322,15 @@ class SQLStore(RunQueries):
         released = 0
         with self.transaction() as cur:
             for run_id, token in runs:
+                # Skip a run whose row another transaction holds: a frozen worker may
+                # hold it mid-transaction, and waiting on it would stall this worker.
+                cur.execute(
+                    "SELECT 1 FROM surestep_runs WHERE id = ? AND lease_token = ?"
+                    f" AND state = 'running' {self.lock_rows}",
+                    (run_id, token),
+                )
+                if cur.fetchone() is None:
+                    continue
                 to_state, why, error = State.PENDING, reason, None
                 recoveries, mark = 0, -1
                 if max_recoveries is not None:

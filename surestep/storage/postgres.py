@@ -141,6 +141,7 @@ class PostgresStore(SQLStore):
             # Autocommit: a single statement (the per-step checkpoint) commits in its own
             # round trip; multi-statement work opens conn.transaction() explicitly.
             kwargs={"autocommit": True},
+            configure=_configure,
             # A broken connection (server restart) is discarded when it is returned;
             # the pool replaces it in the background.
             reconnect_timeout=60,
@@ -174,20 +175,26 @@ class PostgresStore(SQLStore):
             ) from None
 
     def transaction(self) -> AbstractContextManager[Cursor]:
-        return self._transaction()
+        return self._transaction(begin=True)
 
     def reading(self) -> AbstractContextManager[Cursor]:
-        return self._transaction()
+        # Autocommit: a single SELECT needs no BEGIN/COMMIT round trips.
+        return self._transaction(begin=False)
+
+    def snapshot(self) -> AbstractContextManager[Cursor]:
+        return self._transaction(begin=True, isolation="REPEATABLE READ READ ONLY")
 
     @contextmanager
-    def _transaction(self) -> Iterator[Cursor]:
+    def _transaction(self, begin: bool, isolation: str | None = None) -> Iterator[Cursor]:
         try:
-            with (
-                self._pool.connection(timeout=30) as conn,
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
-                yield _Cursor(cur)
+            with self._pool.connection(timeout=30) as conn, conn.cursor() as cur:
+                if not begin:
+                    yield _Cursor(cur)
+                    return
+                with conn.transaction():
+                    if isolation is not None:
+                        cur.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                    yield _Cursor(cur)
         except psycopg.Error as exc:
             raise _explain(exc, self._description) from None
         except PoolTimeout:
@@ -306,6 +313,12 @@ class PostgresStore(SQLStore):
                     )
         except psycopg.Error as exc:
             raise _explain(exc, self._description) from None
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # surestep's transactions last milliseconds. A session idle inside one is a frozen or
+    # partitioned worker holding row locks; end it rather than let it block others.
+    conn.execute("SET idle_in_transaction_session_timeout = '60s'")
 
 
 def _split_options(url: str) -> tuple[str, int]:

@@ -31,7 +31,11 @@ class RunQueries(ABC):
 
     @abstractmethod
     def reading(self) -> AbstractContextManager[Cursor]:
-        """A cursor for consistent reads."""
+        """A cursor for single-statement reads."""
+
+    def snapshot(self) -> AbstractContextManager[Cursor]:
+        """A cursor whose statements all read one consistent snapshot."""
+        return self.reading()
 
     @retry_transient
     def recorded_steps(self, run_id: str) -> dict[int, RecordedStep]:
@@ -53,7 +57,7 @@ class RunQueries(ABC):
     @retry_transient
     def get_run(self, run_id: str) -> RunRecord:
         """A run with its steps, attempts and events."""
-        with self.reading() as cur:
+        with self.snapshot() as cur:
             cur.execute(f"SELECT {_RUN_COLUMNS} FROM surestep_runs WHERE id = ?", (run_id,))
             row = cur.fetchone()
             if row is None:

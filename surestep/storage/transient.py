@@ -27,9 +27,10 @@ def retry_transient(method: Callable[Concatenate[S, P], R]) -> Callable[Concaten
     """Retry ``method`` with exponential backoff while it fails with a transient
     ``StorageError``, for up to the store's ``reconnect_timeout`` seconds.
 
-    Every retried operation is safe to repeat: the writes are conditional (lease token,
-    expected state) or idempotent (``ON CONFLICT``), so a commit whose acknowledgement
-    was lost with the connection is not applied twice.
+    Only operations that are safe to repeat are decorated: their writes are conditional
+    (lease token, expected state) or idempotent (``ON CONFLICT``), so a commit whose
+    acknowledgement was lost with the connection is not applied twice. (``claim`` is
+    not: the worker recovers from a lost claim acknowledgement itself.)
     """
 
     @functools.wraps(method)

@@ -145,9 +145,7 @@ def main(argv: list[str]) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(process)d %(threadName)s %(name)s %(levelname)s %(message)s",
     )
-    app = build(
-        args.url, args.log_dir, step_sleep=args.step_sleep, slow_seconds=args.slow_seconds
-    )
+    app = build(args.url, args.log_dir, step_sleep=args.step_sleep, slow_seconds=args.slow_seconds)
     try:
         app.worker(
             concurrency=args.concurrency,
