@@ -4,8 +4,10 @@ from surestep.app import App, RunHandle
 from surestep.clock import Clock, FakeClock, SystemClock
 from surestep.context import StepContext, current_step
 from surestep.errors import (
+    Cancelled,
     ConfigurationError,
     DuplicateWorkflowError,
+    EventTimeoutError,
     IdempotencyConflictError,
     IllegalTransitionError,
     InvalidOperationError,
@@ -25,15 +27,27 @@ from surestep.errors import (
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.retry import Retry
 from surestep.states import State
+from surestep.waits import (
+    run_child,
+    run_child_async,
+    sleep,
+    sleep_async,
+    wait_for_any,
+    wait_for_any_async,
+    wait_for_event,
+    wait_for_event_async,
+)
 from surestep.worker import Worker
 
 __all__ = [
     "App",
     "AttemptRecord",
+    "Cancelled",
     "Clock",
     "ConfigurationError",
     "DuplicateWorkflowError",
     "EventRecord",
+    "EventTimeoutError",
     "FakeClock",
     "IdempotencyConflictError",
     "IllegalTransitionError",
@@ -59,4 +73,12 @@ __all__ = [
     "UnknownWorkflowError",
     "Worker",
     "current_step",
+    "run_child",
+    "run_child_async",
+    "sleep",
+    "sleep_async",
+    "wait_for_any",
+    "wait_for_any_async",
+    "wait_for_event",
+    "wait_for_event_async",
 ]

@@ -22,18 +22,19 @@ from surestep.errors import (
 )
 from surestep.hooks import Hooks
 from surestep.records import RunRecord
-from surestep.registry import Registry, WorkflowDef
+from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.runtime import make_step_wrapper
-from surestep.serialization import loads_raw
+from surestep.serialization import dumps, loads_raw
 from surestep.states import SETTLED, State
-from surestep.storage import SQLStore, open_store
+from surestep.storage import Store, open_store
 from surestep.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_DATABASE_URL = "sqlite:///surestep.db"
+ON_DEADLINE = ("fail", "cancel", "review")
 
 
 class App:
@@ -59,13 +60,13 @@ class App:
         self.actor = actor
         self.registry = Registry()
         self.hooks = Hooks()
-        self._store: SQLStore | None = None
+        self._store: Store | None = None
         self._store_lock = threading.Lock()
         # Workers in this process, woken when a run is started here.
         self._wakers: set[Callable[[], None]] = set()
 
     @property
-    def store(self) -> SQLStore:
+    def store(self) -> Store:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
@@ -112,6 +113,7 @@ class App:
         retry: Retry | None = None,
         timeout: float | None = None,
         on_exhausted: str = "dead_letter",
+        compensate: Callable[..., Any] | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Declare a step: inside a workflow each call is checkpointed and retried.
 
@@ -119,15 +121,34 @@ class App:
         unit-tested directly. ``on_exhausted`` says where a step goes when its retries
         run out: ``"dead_letter"`` (the run parks in dead_letter for an operator to
         redrive) or ``"fail"`` (a ``StepError`` is raised into the workflow).
+
+        ``compensate`` undoes the step (saga): when the run later fails for good or is
+        cancelled, the compensations of its completed steps run in reverse order, each
+        called with the step's own arguments and checkpointed like a step, with its own
+        retries. Pass another ``@app.step`` (for its retry policy) or a plain function.
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
+            step_name = name or _default_name(fn)
+            undo = None if compensate is None else self._compensation(compensate, step_name)
             step = self.registry.add_step(
-                fn, name or _default_name(fn), retry or DEFAULT_RETRY, timeout, on_exhausted
+                fn, step_name, retry or DEFAULT_RETRY, timeout, on_exhausted, undo
             )
-            return functools.wraps(fn)(make_step_wrapper(step))
+            wrapper = functools.wraps(fn)(make_step_wrapper(step))
+            wrapper.__surestep_step__ = step  # type: ignore[attr-defined]
+            return wrapper
 
         return register
+
+    def _compensation(self, undo: Callable[..., Any], step_name: str) -> StepDef:
+        registered: StepDef | None = getattr(undo, "__surestep_step__", None)
+        if registered is not None:
+            return registered
+        if not callable(undo):
+            raise ConfigurationError(f"step {step_name!r}: compensate= takes a function")
+        return self.registry.add_step(
+            undo, f"{step_name}:compensate", DEFAULT_RETRY, None, "dead_letter"
+        )
 
     def hook(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Add a hook from the catalogue in :mod:`surestep.hooks`."""
@@ -146,20 +167,43 @@ class App:
         /,
         *args: Any,
         run_id: str | None = None,
+        deadline: timedelta | None = None,
+        on_deadline: str = "fail",
         **kwargs: Any,
     ) -> RunHandle:
         """Start a run, or return the existing run with this ``run_id``.
 
         ``run_id`` is the idempotency key: starting the same id again, from any process
         and at any time, never runs the workflow twice. It is generated when omitted.
+
+        ``deadline`` bounds the whole run. When it passes (whether or not a worker is
+        alive at that moment; the next one to look applies it) the breach is recorded and
+        ``on_deadline`` applies: ``"fail"``, ``"cancel"`` (both undo completed steps that
+        have compensations) or ``"review"`` (the run parks in needs_review).
         """
         wf = self._resolve(workflow)
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
             raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        if on_deadline not in ON_DEADLINE:
+            raise ConfigurationError(
+                f"on_deadline={on_deadline!r}; use one of {', '.join(ON_DEADLINE)}"
+            )
+        if deadline is not None and (
+            not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0
+        ):
+            raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
         run_id = run_id or uuid.uuid4().hex
         inputs = wf.codec.encode_args(args, kwargs, f"workflow {wf.name!r}")
+        now = self.clock.now()
         created = self.store.create_run(
-            run_id, wf.name, wf.version, inputs, self.clock.now(), self.actor
+            run_id,
+            wf.name,
+            wf.version,
+            inputs,
+            now,
+            self.actor,
+            deadline_at=None if deadline is None else now + deadline.total_seconds(),
+            on_deadline=None if deadline is None else on_deadline,
         )
         if created:
             for wake in list(self._wakers):
@@ -201,6 +245,21 @@ class App:
         at its next step boundary (the step in flight finishes, its result is discarded).
         """
         return self.store.cancel(run_id, actor or self.actor, reason, self.clock.now())
+
+    def send_event(
+        self, run_id: str, name: str, payload: Any = None, *, actor: str | None = None
+    ) -> None:
+        """Send the event ``name`` with a JSON ``payload`` to a run, from any process.
+
+        If the run waits for it, it wakes; if not yet, the event is buffered until a
+        ``wait_for_event(name)`` consumes it. A finished or unknown run is an error.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"an event name must be a non-empty string, got {name!r}")
+        text = dumps(payload, f"payload of event {name!r}")
+        self.store.send_event(run_id, name, text, actor or self.actor, self.clock.now())
+        for wake in list(self._wakers):
+            wake()
 
     def retry(self, run_id: str, *, actor: str | None = None) -> list[str]:
         """Redrive a dead-lettered run from its failed step; completed steps are not re-run.

@@ -141,6 +141,19 @@ class StepError(SurestepError):
         super().__init__(f"step {step!r} failed with {error_type}: {message}")
 
 
+class EventTimeoutError(SurestepError, TimeoutError):
+    """``wait_for_event(..., timeout=..., raise_on_timeout=True)`` timed out."""
+
+    code = "event_timeout"
+
+
+class Cancelled(BaseException):
+    """Raised inside a workflow whose run was cancelled, at its next step boundary.
+
+    A ``BaseException``, so ``except Exception`` in user code cannot swallow it.
+    """
+
+
 class RunFailedError(SurestepError):
     """``RunHandle.result()`` of a run that ended in failed, dead_letter or cancelled."""
 

@@ -10,6 +10,7 @@ never fails a step or a run.
 ``on_retry``       ``(step: StepContext, error: BaseException, delay: float)``
 ``on_run_state``   ``(run_id: str, from_state: State, to_state: State)`` after a
                    worker commits a run transition
+``on_deadline``    ``(run_id: str)`` after a worker applied a breached run deadline
 =================  ==========================================================
 """
 
@@ -23,7 +24,7 @@ from surestep.errors import ConfigurationError
 
 log = logging.getLogger("surestep.hooks")
 
-CATALOGUE = ("before_step", "after_step", "on_retry", "on_run_state")
+CATALOGUE = ("before_step", "after_step", "on_retry", "on_run_state", "on_deadline")
 
 
 class Hooks:
@@ -32,6 +33,7 @@ class Hooks:
         self.after_step: list[Callable[..., Any]] = []
         self.on_retry: list[Callable[..., Any]] = []
         self.on_run_state: list[Callable[..., Any]] = []
+        self.on_deadline: list[Callable[..., Any]] = []
 
     def add(self, name: str, fn: Callable[..., Any]) -> None:
         if name not in CATALOGUE:

@@ -74,3 +74,8 @@ class RunRecord:
     parent_id: str | None
     steps: tuple[StepRecord, ...] = field(default=())
     events: tuple[EventRecord, ...] = field(default=())
+    deadline_at: float | None = None
+    on_deadline: str | None = None
+    deadline_breached_at: float | None = None
+    waiting_for: tuple[str, ...] = ()  # "event:NAME" / "child:RUN_ID"
+    compensating: State | None = None  # undoing its steps, then ends in this state

@@ -24,6 +24,7 @@ class StepDef:
     on_exhausted: OnExhausted
     is_async: bool
     codec: Codec
+    compensate: StepDef | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +63,7 @@ class Registry:
         retry: Retry,
         timeout: float | None,
         on_exhausted: str,
+        compensate: StepDef | None = None,
     ) -> StepDef:
         if name in self._steps:
             raise DuplicateWorkflowError(
@@ -83,6 +85,7 @@ class Registry:
             on_exhausted,  # type: ignore[arg-type]
             inspect.iscoroutinefunction(fn),
             Codec(fn),
+            compensate,
         )
         self._steps[name] = step
         return step
@@ -95,6 +98,15 @@ class Registry:
             raise UnknownWorkflowError(
                 f"no workflow named {name!r} is registered (known: {known}); import the "
                 f"module that defines it before starting or running it"
+            ) from None
+
+    def step(self, name: str) -> StepDef:
+        try:
+            return self._steps[name]
+        except KeyError:
+            raise UnknownWorkflowError(
+                f"no step named {name!r} is registered; import the module that defines it "
+                f"(a recorded compensation names it)"
             ) from None
 
     def workflows(self) -> list[WorkflowDef]:

@@ -4,7 +4,7 @@ A run is executed by calling its workflow function. Each step call takes the nex
 position; a position with a recorded success returns the recorded output without
 calling the step, and the first unrecorded position runs an attempt whose outcome is
 committed (one transaction) before the workflow moves on. A retry wait, a dead letter
-or a lost lease unwinds the workflow with ``_Halt`` and the run is settled from the
+or a lost lease unwinds the workflow with ``Halt`` and the run is settled from the
 ``Verdict``; otherwise the workflow's return value or exception settles it.
 """
 
@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from typing import Any, NoReturn
 from surestep.clock import Clock
 from surestep.context import CURRENT_RUN, CURRENT_STEP, StepContext
 from surestep.errors import (
+    Cancelled,
     LeaseLostError,
     NonDeterminismError,
     SerializationError,
@@ -31,50 +31,16 @@ from surestep.errors import (
     StepTimeoutError,
     StorageError,
 )
+from surestep.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
 from surestep.hooks import Hooks
 from surestep.registry import StepDef, WorkflowDef
 from surestep.retry import Escalate, GiveUp, RetryAfter
 from surestep.serialization import dumps
 from surestep.states import State
-from surestep.storage import ClaimedRun, RecordedStep, SQLStore, StepOutcome
+from surestep.storage import ClaimedRun, RecordedStep, StepOutcome, Store
+from surestep.waits import Waits
 
 log = logging.getLogger("surestep.runtime")
-
-
-class _Halt(BaseException):
-    """Unwinds a workflow that must stop now; its ``Verdict`` says how the run settles.
-
-    A BaseException, so that the workflow's own ``except Exception`` cannot swallow it.
-    """
-
-
-@dataclass
-class Verdict:
-    """How a run settles whatever its workflow function does next."""
-
-    state: State | None  # None: the lease is lost, so this worker writes nothing more
-    reason: str
-    available_at: float | None = None
-    error: dict[str, Any] | None = None
-
-    def outranks(self, other: Verdict) -> bool:
-        """A lost lease beats everything, then a storage error, a failure, a dead letter,
-        and the earliest wait."""
-        if self.state == other.state == State.WAITING:
-            return (self.available_at or 0) < (other.available_at or 0)
-        return _RANK[self.state] < _RANK[other.state]
-
-
-_RANK: dict[State | None, int] = {
-    None: 0,
-    State.PENDING: 1,
-    State.FAILED: 2,
-    State.DEAD_LETTER: 3,
-    State.WAITING: 4,
-}
-
-#: How long a run handed back after a storage error waits before it is claimed again.
-_STORAGE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,28 +50,13 @@ class _Attempt:
     retry_base: int
 
 
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """How an error is stored: its type, message and traceback."""
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return {
-        "type": name,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
-class RunExecution:
+class RunExecution(Waits):
     """One execution of one claimed run, by one worker."""
 
     def __init__(
         self,
         *,
-        store: SQLStore,
+        store: Store,
         clock: Clock,
         hooks: Hooks,
         worker: str,
@@ -114,6 +65,7 @@ class RunExecution:
         recorded: dict[int, RecordedStep],
         loop: asyncio.AbstractEventLoop | None,
         draining: threading.Event | None = None,
+        steps: Callable[[str], StepDef] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -126,6 +78,15 @@ class RunExecution:
         self.recorded = recorded
         self.loop = loop
         self.draining = draining or threading.Event()
+        self.steps = steps
+        self.parent_id = claimed.parent_id
+        # Set while undoing completed steps: the state the run ends in afterwards.
+        self.compensating = State(claimed.compensating) if claimed.compensating else None
+        self._compensable = {
+            position: step
+            for position, step in recorded.items()
+            if position >= 0 and step.state == State.SUCCESS and step.compensation
+        }
         self.verdict: Verdict | None = None
         self._positions = itertools.count()
         self._verdict_lock = threading.Lock()
@@ -135,20 +96,29 @@ class RunExecution:
     # -- entry points for the worker ---------------------------------------------------
 
     def execute_sync(self) -> None:
-        """Run a plain (def) workflow to its end or its halt; called in a worker thread."""
+        """Run a plain (def) workflow to its end or its halt; called in a worker thread.
+
+        A run that is undoing its steps (it failed or was cancelled before) goes straight
+        to its compensations: the workflow function is not called again.
+        """
+        if self.compensating is not None:
+            self.compensate()
+            return
         token = CURRENT_RUN.set(self)
         try:
             try:
                 args, kwargs = self._inputs()
                 value = self.workflow.fn(*args, **kwargs)
-            except _Halt:
-                self._settle(None, None)
+            except (Halt, Cancelled):
+                compensate = self._settle(None, None)
             except Exception as exc:
-                self._settle(None, exc)
+                compensate = self._settle(None, exc)
             else:
-                self._settle(value, None)
+                compensate = self._settle(value, None)
         finally:
             CURRENT_RUN.reset(token)
+        if compensate:
+            self.compensate()
 
     async def execute_async(self) -> None:
         """Run an ``async def`` workflow to its end or its halt."""
@@ -160,7 +130,7 @@ class RunExecution:
             try:
                 args, kwargs = self._inputs()
                 value = await self.workflow.fn(*args, **kwargs)
-            except _Halt:
+            except (Halt, Cancelled):
                 pass
             except Exception as exc:
                 raised = exc
@@ -168,9 +138,47 @@ class RunExecution:
             # the workflow did not await) get to record their outcome before we settle.
             while self._inflight:
                 await asyncio.wait(list(self._inflight))
-            self._settle(value, raised)
+            compensate = self._settle(value, raised)
         finally:
             CURRENT_RUN.reset(token)
+        if compensate:
+            # Compensations may be plain functions: run them off the event loop.
+            await asyncio.to_thread(self.compensate)
+
+    def compensate(self) -> None:
+        """Undo the run's completed steps in reverse order, each compensation a
+        checkpointed step of its own (at position ``-(p + 1)`` for step ``p``), then end
+        the run in the state it was headed for (failed or cancelled)."""
+        assert self.compensating is not None
+        token = CURRENT_RUN.set(self)
+        try:
+            try:
+                for position in sorted(self._compensable, reverse=True):
+                    recorded = self._compensable[position]
+                    step = self._compensation(recorded)
+                    where = f"compensation of step {recorded.name!r} in run {self.run_id!r}"
+                    args, kwargs = step.codec.decode_args(recorded.inputs or "{}", where)
+                    self._run_step_at(step, -(position + 1), args, kwargs)
+            except (Halt, Cancelled):
+                self._settle(None, None)
+                return
+            except Exception as exc:  # a compensation that cannot even be called
+                self.verdict = Verdict(State.DEAD_LETTER, str(exc), error=error_info(exc))
+                self._settle(None, None)
+                return
+            found = self.store.run_state(self.run_id)
+            self._finish(
+                self.compensating,
+                error=None if found is None else found[2],
+                reason=f"undid {len(self._compensable)} completed step(s)",
+            )
+        finally:
+            CURRENT_RUN.reset(token)
+
+    def _compensation(self, recorded: RecordedStep) -> StepDef:
+        if self.steps is None or recorded.compensation is None:
+            raise RuntimeError("compensation needs the App's step registry")
+        return self.steps(recorded.compensation)
 
     # -- entry points for step wrappers ------------------------------------------------
 
@@ -181,7 +189,11 @@ class RunExecution:
 
     def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A step called from a workflow, synchronously."""
-        position = self.next_position()
+        return self._run_step_at(step, self.next_position(), args, kwargs)
+
+    def _run_step_at(
+        self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if step.is_async:
             if self.loop is None:
                 raise RuntimeError("an async step needs the worker's event loop")
@@ -189,7 +201,7 @@ class RunExecution:
                 self.run_step_async(step, position, args, kwargs), self.loop
             )
             return future.result()
-        prepared = self._prepare(step, position)
+        prepared = self._prepare(step, position, args, kwargs)
         if isinstance(prepared, _Replayed):
             return prepared.value
         token = CURRENT_STEP.set(prepared.context)
@@ -213,7 +225,7 @@ class RunExecution:
         if tracked:
             self._inflight.add(task)  # type: ignore[arg-type]
         try:
-            prepared = self._prepare(step, position)
+            prepared = self._prepare(step, position, args, kwargs)
             if isinstance(prepared, _Replayed):
                 return prepared.value
             token = CURRENT_STEP.set(prepared.context)
@@ -233,25 +245,34 @@ class RunExecution:
 
     # -- the per-step path -------------------------------------------------------------
 
-    def _begin(self, step: StepDef, position: int) -> _Attempt | _Replayed:
+    def expect(self, position: int, name: str) -> RecordedStep | None:
+        """What is recorded at ``position``, checking it is ``name`` (a step or a wait).
+
+        A different name means the code changed under an in-flight run: the run fails
+        with a ``NonDeterminismError`` instead of feeding one step's output to another.
+        """
         if self.verdict is not None:
-            raise _Halt
+            raise Halt
         recorded = self.recorded.get(position)
+        if recorded is not None and recorded.name != name:
+            error = NonDeterminismError(
+                f"run {self.run_id!r}: at position {position} the workflow "
+                f"{self.workflow.name!r} now calls {name!r}, but the recorded history has "
+                f"{recorded.name!r} there. The code changed while the run was in flight; "
+                f"finish old runs on the old code, or register the new code as a new "
+                f"workflow version"
+            )
+            self.halt(Verdict(State.FAILED, str(error), error=error_info(error)))
+        return recorded
+
+    def _begin(self, step: StepDef, position: int) -> _Attempt | _Replayed:
+        recorded = self.expect(position, step.name)
         if self.draining.is_set() and (recorded is None or recorded.state != State.SUCCESS):
             # The worker is shutting down: stop at this step boundary, keep every
             # checkpoint, and hand the run back to be resumed here by another worker.
-            self._halt(Verdict(State.PENDING, "worker shutting down", self.clock.now()))
+            self.halt(Verdict(State.PENDING, "worker shutting down", self.clock.now()))
         if recorded is None:
             return _Attempt(1, State.PENDING, 0)
-        if recorded.name != step.name:
-            error = NonDeterminismError(
-                f"run {self.run_id!r}: at position {position} the workflow "
-                f"{self.workflow.name!r} now calls step {step.name!r}, but the recorded "
-                f"history has step {recorded.name!r} there. The code changed while the "
-                f"run was in flight; finish old runs on the old code, or register the new "
-                f"code as a new workflow version"
-            )
-            self._halt(Verdict(State.FAILED, str(error), error=error_info(error)))
         if recorded.state == State.SUCCESS:
             where = f"recorded output of step {step.name!r} in run {self.run_id!r}"
             return _Replayed(step.codec.decode_result(recorded.output, where))
@@ -259,13 +280,15 @@ class RunExecution:
             info = _loads(recorded.error)
             raise StepError(step.name, info.get("type", "Error"), info.get("message", ""))
         if recorded.state == State.DEAD_LETTER:
-            self._halt(Verdict(State.DEAD_LETTER, f"step {step.name!r} is dead-lettered"))
+            self.halt(Verdict(State.DEAD_LETTER, f"step {step.name!r} is dead-lettered"))
         due = self._due(recorded)
         if due is not None:
-            self._halt(Verdict(State.WAITING, f"retry of step {step.name!r}", due))
+            self.halt(Verdict(State.WAITING, f"retry of step {step.name!r}", due))
         return _Attempt(recorded.attempts + 1, recorded.state, recorded.retry_base)
 
-    def _prepare(self, step: StepDef, position: int) -> _Prepared | _Replayed:
+    def _prepare(
+        self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Prepared | _Replayed:
         """Replay the step, or get its next attempt ready to run."""
         attempt = self._begin(step, position)
         if not isinstance(attempt, _Attempt):
@@ -273,7 +296,7 @@ class RunExecution:
         context = StepContext(self.run_id, position, step.name, attempt.number)
         if self.hooks.before_step:
             Hooks.emit(self.hooks.before_step, context)
-        return _Prepared(attempt, context, self.clock.now())
+        return _Prepared(attempt, context, self.clock.now(), args, kwargs)
 
     def _conclude(
         self, step: StepDef, prepared: _Prepared, result: Any, error: Exception | None
@@ -281,31 +304,47 @@ class RunExecution:
         """Checkpoint the attempt's outcome; return the decoded result or raise/halt."""
         if error is not None:
             return self._failed(step, prepared.context, prepared.attempt, prepared.started, error)
-        return self._succeeded(step, prepared.context, prepared.attempt, prepared.started, result)
+        return self._succeeded(step, prepared, result)
 
-    def _succeeded(
-        self, step: StepDef, context: StepContext, attempt: _Attempt, started: float, result: Any
-    ) -> Any:
+    def _succeeded(self, step: StepDef, prepared: _Prepared, result: Any) -> Any:
+        context, attempt, started = prepared.context, prepared.attempt, prepared.started
         where = f"output of step {step.name!r} in run {self.run_id!r}"
         try:
             text = step.codec.encode_result(result, where)
+            # A step with a compensation keeps its arguments, to call the compensation
+            # with them if the run fails or is cancelled later.
+            inputs = None
+            if step.compensate is not None:
+                inputs = step.codec.encode_args(prepared.args, prepared.kwargs, where)
         except SerializationError as exc:
             # A code bug, not a flaky dependency: retrying cannot help, so it escalates
             # (dead letter by default) and can be redriven once the code is fixed.
             return self._failed(step, context, attempt, started, exc, escalate=True)
-        self._record(
-            context,
-            StepOutcome(
-                context.position,
-                step.name,
-                attempt.from_state,
-                State.SUCCESS,
-                attempt.number,
-                started,
-                self.clock.now(),
-                output=text,
-            ),
+        outcome = StepOutcome(
+            context.position,
+            step.name,
+            attempt.from_state,
+            State.SUCCESS,
+            attempt.number,
+            started,
+            self.clock.now(),
+            output=text,
+            compensation=None if step.compensate is None else step.compensate.name,
+            inputs=inputs,
         )
+        self._record(context, outcome)
+        if step.compensate is not None:
+            self._compensable[context.position] = RecordedStep(
+                step.name,
+                State.SUCCESS,
+                text,
+                None,
+                attempt.number,
+                0,
+                None,
+                step.compensate.name,
+                inputs,
+            )
         return step.codec.decode_result(text, where)
 
     def _failed(
@@ -322,6 +361,9 @@ class RunExecution:
             decision: RetryAfter | GiveUp | Escalate = Escalate("the output cannot be stored")
         else:
             decision = step.retry.decide(attempt.number - attempt.retry_base, exc)
+        if self.compensating is not None and isinstance(decision, GiveUp):
+            # An undo that gives up must not be lost: it parks like an exhausted one.
+            decision = Escalate(decision.reason)
         info = error_info(exc)
         error = dumps(info, "error")
         outcome = StepOutcome(
@@ -348,11 +390,12 @@ class RunExecution:
             )
             if self.hooks.on_retry:
                 Hooks.emit(self.hooks.on_retry, context, exc, decision.delay)
-            self._halt(Verdict(State.WAITING, f"retry of step {step.name!r}", wake))
-        if isinstance(decision, Escalate) and step.on_exhausted == "dead_letter":
+            self.halt(Verdict(State.WAITING, f"retry of step {step.name!r}", wake))
+        dead_letter = step.on_exhausted == "dead_letter" or self.compensating is not None
+        if isinstance(decision, Escalate) and dead_letter:
             reason = f"{summary}; {decision.reason}, dead-lettered"
             self._record(context, replace(outcome, to_state=State.DEAD_LETTER, reason=reason))
-            self._halt(Verdict(State.DEAD_LETTER, f"step {step.name!r}: {reason}", error=info))
+            self.halt(Verdict(State.DEAD_LETTER, f"step {step.name!r}: {reason}", error=info))
         self._record(context, replace(outcome, reason=f"{summary}; {decision.reason}"))
         raise StepError(step.name, info["type"], info["message"]) from exc
 
@@ -360,17 +403,9 @@ class RunExecution:
         try:
             self.store.record_step(self.run_id, self.token, self.worker, outcome)
         except LeaseLostError as exc:
-            self._halt(Verdict(None, str(exc)))
+            self.lost(exc)
         except StorageError as exc:
-            # The database is in trouble, not the workflow: hand the run back to be
-            # resumed from its last checkpoint, rather than failing it for good.
-            self._halt(
-                Verdict(
-                    State.PENDING,
-                    f"storage error, will resume: {exc}",
-                    self.clock.now() + _STORAGE_RETRY_SECONDS,
-                )
-            )
+            self.storage_trouble(exc)
         if self.hooks.after_step:
             Hooks.emit(
                 self.hooks.after_step,
@@ -379,11 +414,37 @@ class RunExecution:
                 outcome.finished_at - outcome.started_at,
             )
 
-    def _halt(self, verdict: Verdict) -> NoReturn:
+    def lost(self, exc: LeaseLostError) -> NoReturn:
+        """This worker no longer holds the run: stop writing. If it was cancelled, the
+        workflow sees ``Cancelled`` (a BaseException) rather than an internal halt."""
         with self._verdict_lock:
-            if self.verdict is None or verdict.outranks(self.verdict):
+            self.verdict = Verdict(None, str(exc))
+        found = self.store.run_state(self.run_id)
+        if found is not None and (
+            found[0] == State.CANCELLED or (found[2] or "").find('"Cancelled"') >= 0
+        ):
+            raise Cancelled(f"run {self.run_id!r} was cancelled")
+        raise Halt
+
+    def storage_trouble(self, exc: StorageError) -> NoReturn:
+        # The database is in trouble, not the workflow: hand the run back to be resumed
+        # from its last checkpoint, rather than failing it for good.
+        self.halt(
+            Verdict(
+                State.PENDING,
+                f"storage error, will resume: {exc}",
+                self.clock.now() + STORAGE_RETRY_SECONDS,
+            )
+        )
+
+    def halt(self, verdict: Verdict) -> NoReturn:
+        with self._verdict_lock:
+            current = self.verdict
+            if current is None or verdict.outranks(current):
                 self.verdict = verdict
-        raise _Halt
+            elif current.state == verdict.state == State.WAITING:
+                self.verdict = current.joined(verdict)
+        raise Halt
 
     def _due(self, recorded: RecordedStep) -> float | None:
         """The time a waiting step's next attempt is due, if that is still ahead."""
@@ -398,15 +459,18 @@ class RunExecution:
         where = f"workflow {self.workflow.name!r} (run {self.run_id!r})"
         return self.workflow.codec.decode_args(self.claimed.inputs, where)
 
-    def _settle(self, value: Any, raised: BaseException | None) -> None:
+    def _settle(self, value: Any, raised: BaseException | None) -> bool:
+        """End this execution of the run; return True if it must now undo its steps."""
         verdict = self.verdict
         output = error = None
-        available_at = None
+        available_at: float | None = None
+        waiting_for: tuple[str, ...] = ()
         if verdict is not None:
             if verdict.state is None:
                 log.info("run %s: %s; stopping without writing", self.run_id, verdict.reason)
-                return
+                return False
             to_state, reason, available_at = verdict.state, verdict.reason, verdict.available_at
+            waiting_for = verdict.waiting_for
             error = None if verdict.error is None else dumps(verdict.error, "error")
         elif raised is not None:
             info = error_info(raised)
@@ -419,6 +483,34 @@ class RunExecution:
             except SerializationError as exc:
                 to_state, reason = State.FAILED, str(exc)
                 error = dumps(error_info(exc), "error")
+        if to_state == State.FAILED and self._compensable and self.compensating is None:
+            try:
+                self.store.begin_compensation(self.run_id, self.token, State.FAILED, error)
+            except LeaseLostError as exc:
+                log.info("run %s: %s; its outcome is discarded", self.run_id, exc)
+                return False
+            self.compensating = State.FAILED
+            return True
+        self._finish(
+            to_state,
+            output=output,
+            error=error,
+            available_at=available_at,
+            reason=reason,
+            waiting_for=waiting_for,
+        )
+        return False
+
+    def _finish(
+        self,
+        to_state: State,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        available_at: float | None = None,
+        reason: str | None = None,
+        waiting_for: tuple[str, ...] = (),
+    ) -> None:
         try:
             self.store.finish(
                 self.run_id,
@@ -430,6 +522,8 @@ class RunExecution:
                 error=error,
                 available_at=available_at,
                 reason=reason,
+                waiting_for=waiting_for,
+                parent_id=self.parent_id,
             )
         except LeaseLostError as exc:
             log.info("run %s: %s; its outcome is discarded", self.run_id, exc)
@@ -448,6 +542,8 @@ class _Prepared:
     attempt: _Attempt
     context: StepContext
     started: float
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
 
 
 def _loads(text: str | None) -> dict[str, Any]:

@@ -52,6 +52,13 @@ RUN_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (NR, C),
         (DL, P),  # redrive: `app.retry` / `surestep retry`
         (DL, C),
+        # A run deadline may end or park any unfinished run (on_deadline=fail / review).
+        (P, F),
+        (W, F),
+        (DL, F),
+        (P, NR),
+        (W, NR),
+        (DL, NR),
     }
 )
 
@@ -66,6 +73,10 @@ STEP_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (W, R),  # the next attempt starts
         (DL, P),  # the run was redriven: the step gets a fresh retry budget
         (NR, P),
+        # Durable waits: a sleep, an event or a child run.
+        (P, W),  # the wait begins
+        (W, OK),  # the timer fired, the event arrived, the child succeeded
+        (W, F),  # the event timed out (raise_on_timeout), the child failed
     }
 )
 

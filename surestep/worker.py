@@ -17,11 +17,13 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from surestep.errors import ConfigurationError, StorageError
+from surestep.hooks import Hooks
 from surestep.runtime import RunExecution
 from surestep.storage import ClaimedRun
 
@@ -99,6 +101,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forced = False
+        self._next_deadline_check = 0.0
         # Set when shutdown begins: runs stop at their next step boundary.
         self._draining = threading.Event()
 
@@ -161,6 +164,7 @@ class Worker:
             if free == 0:
                 await self._wake.wait()  # a finishing run, or stop(), wakes us
                 continue
+            self._enforce_deadlines()
             try:
                 claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
             except StorageError as exc:
@@ -227,8 +231,9 @@ class Worker:
                 recorded=claimed.recorded,
                 loop=self._loop,
                 draining=self._draining,
+                steps=app.registry.step,
             )
-            if workflow.is_async:
+            if workflow.is_async and execution.compensating is None:
                 await execution.execute_async()
             else:
                 assert self._loop is not None
@@ -267,6 +272,22 @@ class Worker:
                 self._recover_local()
             except Exception:
                 log.exception("worker %s: heartbeat failed; will try again", self.id)
+
+    def _enforce_deadlines(self) -> None:
+        """Apply passed run deadlines, at most every 0.1 s (an indexed query)."""
+        now = time.monotonic()
+        if now < self._next_deadline_check:
+            return
+        self._next_deadline_check = now + 0.1
+        try:
+            breached = self.app.store.enforce_deadlines(self.app.clock.now(), self.id)
+        except StorageError as exc:
+            log.warning("worker %s: cannot check deadlines yet: %s", self.id, exc)
+            return
+        for run_id in breached:
+            log.warning("run %s: deadline breached", run_id)
+            if self.app.hooks.on_deadline:
+                Hooks.emit(self.app.hooks.on_deadline, run_id)
 
     def _release_orphans(self) -> None:
         """Hand back runs leased to this worker that it is not executing."""

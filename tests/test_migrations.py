@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from surestep import SchemaVersionError
-from surestep.storage import SQLStore, open_store
+from surestep.storage import Store, open_store
 from surestep.storage.migrations import load
 
 
-def sqlite_schema(store: SQLStore) -> list[tuple[str, str, str]]:
+def sqlite_schema(store: Store) -> list[tuple[str, str, str]]:
     with store.reading() as cur:
         cur.execute(
             "SELECT type, name, sql FROM sqlite_master"
@@ -22,7 +22,7 @@ def sqlite_schema(store: SQLStore) -> list[tuple[str, str, str]]:
         return [(t, n, re.sub(r"\s+", " ", sql or "").strip()) for t, n, sql in cur.fetchall()]
 
 
-def postgres_schema(store: SQLStore) -> list[tuple[str, ...]]:
+def postgres_schema(store: Store) -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = []
     with store.reading() as cur:
         cur.execute(
@@ -45,11 +45,11 @@ def postgres_schema(store: SQLStore) -> list[tuple[str, ...]]:
     return found
 
 
-def schema_of(store: SQLStore, db_url: str) -> list[tuple[str, ...]]:
+def schema_of(store: Store, db_url: str) -> list[tuple[str, ...]]:
     return sqlite_schema(store) if db_url.startswith("sqlite") else postgres_schema(store)
 
 
-def open_at(db_url: str, version: int) -> SQLStore:
+def open_at(db_url: str, version: int) -> Store:
     """Open ``db_url`` upgraded only as far as ``version``, as an older surestep would."""
     if db_url.startswith("sqlite"):
         from surestep.storage.sqlite import SQLiteStore
@@ -76,7 +76,12 @@ def test_an_upgraded_database_equals_a_fresh_one(
     latest = load(dialect(db_url))[-1].version
     old = open_at(db_url, 1)
     assert old.schema_version() == 1
-    old.create_run("kept", "wf", "1", '{"a": 1}', 1.0, "v1")  # data written by version 1
+    with old.transaction() as cur:  # a run as version 1 wrote it, in version 1's columns
+        cur.execute(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
+            " created_at, updated_at, available_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("kept", "wf", "1", "pending", '{"a": 1}', 1.0, 1.0, 1.0),
+        )
     old.close()
 
     for version in range(2, latest + 1):  # one release at a time

@@ -15,13 +15,13 @@ from surestep import (
     State,
     StorageError,
 )
-from surestep.storage import SQLStore, StepOutcome, open_store
+from surestep.storage import StepOutcome, Store, open_store
 
 WF = [("wf", "1")]
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[SQLStore]:
+def store(db_url: str) -> Iterator[Store]:
     store = open_store(db_url)
     yield store
     store.close()
@@ -31,7 +31,7 @@ def outcome(position: int = 0, to_state: State = State.SUCCESS) -> StepOutcome:
     return StepOutcome(position, "s", State.PENDING, to_state, 1, 10.0, 11.0, output='"x"')
 
 
-def test_create_is_idempotent_and_refuses_conflicting_reuse(store: SQLStore) -> None:
+def test_create_is_idempotent_and_refuses_conflicting_reuse(store: Store) -> None:
     assert store.create_run("r", "wf", "1", '{"a": 1}', 1.0, "me") is True
     assert store.create_run("r", "wf", "1", '{"a":1}', 2.0, "you") is False
     with pytest.raises(IdempotencyConflictError, match="other inputs"):
@@ -41,7 +41,7 @@ def test_create_is_idempotent_and_refuses_conflicting_reuse(store: SQLStore) -> 
     assert [e.to_state for e in store.get_run("r").events] == [State.PENDING]
 
 
-def test_claim_leases_due_runs_once_and_only_of_known_workflows(store: SQLStore) -> None:
+def test_claim_leases_due_runs_once_and_only_of_known_workflows(store: Store) -> None:
     store.create_run("a", "wf", "1", "{}", 1.0, "me")
     store.create_run("b", "wf", "2", "{}", 1.0, "me")
     store.create_run("c", "other", "1", "{}", 1.0, "me")
@@ -53,7 +53,7 @@ def test_claim_leases_due_runs_once_and_only_of_known_workflows(store: SQLStore)
 
 
 def test_a_fenced_write_with_a_stale_token_is_refused_and_leaves_nothing(
-    store: SQLStore,
+    store: Store,
 ) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
     (old,) = store.claim("w1", WF, 1, 2.0, 30.0)
@@ -72,7 +72,7 @@ def test_a_fenced_write_with_a_stale_token_is_refused_and_leaves_nothing(
     assert store.get_run("r").state == State.SUCCESS
 
 
-def test_a_cancelled_run_fences_off_its_worker(store: SQLStore) -> None:
+def test_a_cancelled_run_fences_off_its_worker(store: Store) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
     (claimed,) = store.claim("w1", WF, 1, 2.0, 30.0)
     assert store.cancel("r", "alice", "not needed", 3.0) == State.RUNNING
@@ -81,7 +81,7 @@ def test_a_cancelled_run_fences_off_its_worker(store: SQLStore) -> None:
     assert store.get_run("r").state == State.CANCELLED
 
 
-def test_illegal_transitions_are_refused_by_the_store(store: SQLStore) -> None:
+def test_illegal_transitions_are_refused_by_the_store(store: Store) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
     (claimed,) = store.claim("w1", WF, 1, 2.0, 30.0)
     with pytest.raises(IllegalTransitionError):
@@ -106,7 +106,7 @@ def test_illegal_transitions_are_refused_by_the_store(store: SQLStore) -> None:
     ]
 
 
-def test_redrive_gives_dead_lettered_steps_a_fresh_budget(store: SQLStore) -> None:
+def test_redrive_gives_dead_lettered_steps_a_fresh_budget(store: Store) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
     (c,) = store.claim("w1", WF, 1, 2.0, 30.0)
     store.record_step("r", c.token, "w1", outcome(0))
@@ -120,7 +120,7 @@ def test_redrive_gives_dead_lettered_steps_a_fresh_budget(store: SQLStore) -> No
     assert store.get_run("r").state == State.PENDING
 
 
-def test_list_runs_filters_and_orders_newest_first(store: SQLStore) -> None:
+def test_list_runs_filters_and_orders_newest_first(store: Store) -> None:
     for i in range(5):
         store.create_run(f"r{i}", "wf" if i % 2 else "other", "1", "{}", float(i), "me")
     assert [r.id for r in store.list_runs(limit=3)] == ["r4", "r3", "r2"]
@@ -129,7 +129,7 @@ def test_list_runs_filters_and_orders_newest_first(store: SQLStore) -> None:
     assert [r.id for r in store.list_runs(state=State.CANCELLED)] == ["r3"]
 
 
-def test_the_event_log_is_append_only(store: SQLStore) -> None:
+def test_the_event_log_is_append_only(store: Store) -> None:
     store.create_run("r", "wf", "1", "{}", 1.0, "me")
     with pytest.raises(StorageError, match="append-only"), store.transaction() as cur:
         cur.execute("UPDATE surestep_events SET actor = 'mallory'")
@@ -142,7 +142,7 @@ def test_the_event_log_is_append_only(store: SQLStore) -> None:
         cur.execute("DELETE FROM surestep_events")
 
 
-def test_prune_deletes_old_finished_runs_only(store: SQLStore) -> None:
+def test_prune_deletes_old_finished_runs_only(store: Store) -> None:
     for i, (state, age) in enumerate(
         [
             ("success", 100),

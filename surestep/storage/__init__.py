@@ -7,8 +7,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from surestep.errors import ConfigurationError
 from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
+from surestep.storage.coordination import CoordinationStore as Store
 
-__all__ = ["ClaimedRun", "RecordedStep", "SQLStore", "StepOutcome", "open_store", "redact"]
+__all__ = [
+    "ClaimedRun",
+    "RecordedStep",
+    "SQLStore",
+    "StepOutcome",
+    "Store",
+    "open_store",
+    "redact",
+]
 
 _SQLITE_HELP = (
     "use sqlite:///relative/path.db or sqlite:////absolute/path.db "
@@ -25,7 +34,7 @@ def redact(text: str) -> str:
     return re.sub(r"(://[^\s:/@]*:)[^\s@/]*@", r"\1***@", str(text))
 
 
-def open_store(url: str) -> SQLStore:
+def open_store(url: str) -> Store:
     """Open (and migrate) the database at ``url``.
 
     >>> store = open_store("sqlite:///surestep.db")  # doctest: +SKIP

@@ -19,7 +19,7 @@ from surestep.errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
+from surestep.states import State, check_run_transition, check_step_transition
 from surestep.storage.reads import RunQueries
 from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
 from surestep.storage.transient import retry_transient
@@ -27,7 +27,7 @@ from surestep.storage.transient import retry_transient
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
 
 
-_EVENT_INSERT = (
+EVENT_INSERT = (
     "INSERT INTO surestep_events"
     " (run_id, position, step, from_state, to_state, at, actor, reason, attempt)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -35,10 +35,12 @@ _EVENT_INSERT = (
 
 _STEP_UPSERT = (
     "INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,"
-    " started_at, finished_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " started_at, finished_at, next_attempt_at, compensation, inputs)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,"
     " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
-    " finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at"
+    " finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,"
+    " compensation = excluded.compensation, inputs = excluded.inputs"
 )
 
 _ATTEMPT_INSERT = (
@@ -99,6 +101,9 @@ class SQLStore(RunQueries):
         now: float,
         actor: str,
         parent_id: str | None = None,
+        *,
+        deadline_at: float | None = None,
+        on_deadline: str | None = None,
     ) -> bool:
         """Insert a pending run; return False when ``run_id`` exists already.
 
@@ -108,13 +113,24 @@ class SQLStore(RunQueries):
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
-                " created_at, updated_at, available_at, parent_id)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (run_id, workflow, version, inputs, now, now, now, parent_id),
+                " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (
+                    run_id,
+                    workflow,
+                    version,
+                    inputs,
+                    now,
+                    now,
+                    now,
+                    parent_id,
+                    deadline_at,
+                    on_deadline,
+                ),
             )
             if cur.rowcount == 1:
                 cur.execute(
-                    _EVENT_INSERT,
+                    EVENT_INSERT,
                     (run_id, None, None, None, State.PENDING, now, actor, "started", None),
                 )
                 self._notify(cur)
@@ -152,8 +168,8 @@ class SQLStore(RunQueries):
         pairs, params = self._workflow_pairs(workflows)
         with self.transaction() as cur:
             cur.execute(
-                "SELECT id, state, workflow, workflow_version, inputs, lease_token"
-                " FROM surestep_runs WHERE state IN ('pending', 'waiting')"
+                "SELECT id, state, workflow, workflow_version, inputs, lease_token, parent_id,"
+                " compensating FROM surestep_runs WHERE state IN ('pending', 'waiting')"
                 f" AND available_at <= ? AND {pairs}"
                 f" ORDER BY available_at LIMIT ? {self.lock_rows}",
                 [now, *params, limit],
@@ -169,7 +185,7 @@ class SQLStore(RunQueries):
                 [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
             )
             cur.executemany(
-                _EVENT_INSERT,
+                EVENT_INSERT,
                 [
                     (row[0], None, None, row[1], State.RUNNING, now, worker, "claimed", None)
                     for row in rows
@@ -222,10 +238,12 @@ class SQLStore(RunQueries):
                     o.started_at,
                     o.finished_at,
                     o.next_attempt_at,
+                    o.compensation,
+                    o.inputs,
                 ),
             )
             cur.executemany(
-                _EVENT_INSERT,
+                EVENT_INSERT,
                 (
                     (
                         run_id,
@@ -251,38 +269,6 @@ class SQLStore(RunQueries):
                     ),
                 ),
             )
-
-    @retry_transient
-    def finish(
-        self,
-        run_id: str,
-        token: int,
-        worker: str,
-        to_state: State,
-        now: float,
-        *,
-        output: str | None = None,
-        error: str | None = None,
-        available_at: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Move a run this worker holds out of running, and give up its lease."""
-        check_run_transition(State.RUNNING, to_state)
-        with self.transaction() as cur:
-            cur.execute(
-                "UPDATE surestep_runs SET state = ?, output = ?, error = ?, available_at = ?,"
-                " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
-                " WHERE id = ? AND lease_token = ? AND state = 'running'",
-                (to_state, output, error, available_at, now, run_id, token),
-            )
-            if cur.rowcount != 1:
-                raise LeaseLostError(f"run {run_id!r} is no longer held by {worker}")
-            cur.execute(
-                _EVENT_INSERT,
-                (run_id, None, None, State.RUNNING, to_state, now, worker, reason, None),
-            )
-            if to_state in (State.WAITING, State.PENDING):
-                self._notify(cur)
 
     @retry_transient
     def heartbeat(self, worker: str, runs: Sequence[str], now: float, lease_seconds: float) -> int:
@@ -363,7 +349,7 @@ class SQLStore(RunQueries):
                 if cur.rowcount == 1:
                     released += 1
                     cur.execute(
-                        _EVENT_INSERT,
+                        EVENT_INSERT,
                         (run_id, None, None, State.RUNNING, to_state, now, actor, why, None),
                     )
             if released:
@@ -379,29 +365,6 @@ class SQLStore(RunQueries):
         if row is None:
             return 0, progress
         return (int(row[0]) + 1 if row[1] == progress else 1), progress
-
-    @retry_transient
-    def cancel(self, run_id: str, actor: str, reason: str, now: float) -> State:
-        """Cancel a run that has not finished; return the state it was in."""
-        with self.transaction() as cur:
-            state = self._state_for_update(cur, run_id)
-            if state in TERMINAL:
-                raise InvalidOperationError(
-                    f"run {run_id!r} already finished in state {state}; only a run that "
-                    f"has not finished can be cancelled"
-                )
-            check_run_transition(state, State.CANCELLED)
-            cur.execute(
-                "UPDATE surestep_runs SET state = 'cancelled', lease_owner = NULL,"
-                " lease_expires_at = NULL, available_at = NULL, updated_at = ?,"
-                " error = ? WHERE id = ?",
-                (now, json.dumps({"type": "Cancelled", "message": reason}), run_id),
-            )
-            cur.execute(
-                _EVENT_INSERT,
-                (run_id, None, None, state, State.CANCELLED, now, actor, reason, None),
-            )
-        return state
 
     @retry_transient
     def redrive(self, run_id: str, actor: str, reason: str, now: float) -> list[str]:
@@ -432,7 +395,7 @@ class SQLStore(RunQueries):
                     (attempts, run_id, position),
                 )
                 cur.execute(
-                    _EVENT_INSERT,
+                    EVENT_INSERT,
                     (
                         run_id,
                         position,
@@ -451,7 +414,7 @@ class SQLStore(RunQueries):
                 (now, now, run_id),
             )
             cur.execute(
-                _EVENT_INSERT,
+                EVENT_INSERT,
                 (run_id, None, None, state, State.PENDING, now, actor, reason, None),
             )
             self._notify(cur)

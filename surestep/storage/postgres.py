@@ -22,7 +22,7 @@ from surestep.errors import (
     StorageError,
 )
 from surestep.states import State, check_step_transition
-from surestep.storage.base import SQLStore
+from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import load
 from surestep.storage.rows import Cursor, StepOutcome
 from surestep.storage.transient import retry_transient
@@ -63,14 +63,16 @@ WITH fence AS (
     RETURNING 1
 ), step AS (
     INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,
-        started_at, finished_at, next_attempt_at)
+        started_at, finished_at, next_attempt_at, compensation, inputs)
     SELECT %(run)s, %(position)s::integer, %(name)s, %(to_state)s, %(output)s::text,
         %(error)s::text, %(attempt)s::integer, %(started)s::double precision,
-        %(finished)s::double precision, %(next_at)s::double precision
+        %(finished)s::double precision, %(next_at)s::double precision,
+        %(compensation)s::text, %(inputs)s::text
     WHERE EXISTS (SELECT 1 FROM attempt)
     ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
         output = excluded.output, error = excluded.error, attempts = excluded.attempts,
-        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at
+        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
+        compensation = excluded.compensation, inputs = excluded.inputs
     RETURNING 1
 ), events AS (
     INSERT INTO surestep_events
@@ -119,7 +121,7 @@ class _Cursor:
         return self._cursor.fetchall()
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(CoordinationStore):
     """Storage in a PostgreSQL database, through a pool of psycopg 3 connections."""
 
     lock_rows = "FOR UPDATE SKIP LOCKED"
@@ -230,6 +232,8 @@ class PostgresStore(SQLStore):
             "output": o.output,
             "next_at": o.next_attempt_at,
             "reason": o.reason,
+            "compensation": o.compensation,
+            "inputs": o.inputs,
         }
         try:
             with self._pool.connection(timeout=30) as conn:

@@ -16,7 +16,8 @@ from surestep.storage.transient import retry_transient
 
 _RUN_COLUMNS = (
     "id, workflow, workflow_version, state, inputs, output, error, created_at, updated_at,"
-    " available_at, lease_owner, parent_id"
+    " available_at, lease_owner, parent_id, deadline_at, on_deadline, deadline_breached_at,"
+    " waiting_for, compensating"
 )
 
 
@@ -140,18 +141,23 @@ class RunQueries(ABC):
 
     @retry_transient
     def next_due(self, workflows: Sequence[tuple[str, str]]) -> float | None:
-        """When the earliest pending or waiting run of these workflows becomes claimable."""
-        if not workflows:
-            return None
-        pairs, params = self._workflow_pairs(workflows)
+        """When a worker of these workflows next has something to do: the earliest
+        pending or waiting run becoming claimable, or the earliest run deadline."""
+        pairs, params = self._workflow_pairs(workflows) if workflows else ("(1 = 0)", [])
         with self.reading() as cur:
             cur.execute(
                 "SELECT MIN(available_at) FROM surestep_runs"
                 f" WHERE state IN ('pending', 'waiting') AND {pairs}",
                 params,
             )
-            row = cur.fetchone()
-        return None if row is None else row[0]
+            due = cur.fetchone()[0]
+            cur.execute(
+                "SELECT MIN(deadline_at) FROM surestep_runs WHERE deadline_at IS NOT NULL"
+                " AND state IN ('pending', 'running', 'waiting', 'dead_letter')"
+            )
+            deadline = cur.fetchone()[0]
+        times = [t for t in (due, deadline) if t is not None]
+        return min(times) if times else None
 
     @retry_transient
     def schema_version(self) -> int:
@@ -195,13 +201,14 @@ class RunQueries(ABC):
         marks = ", ".join("?" for _ in run_ids)
         cur.execute(
             "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
-            f" next_attempt_at FROM surestep_steps WHERE run_id IN ({marks})",
+            f" next_attempt_at, compensation, inputs FROM surestep_steps"
+            f" WHERE run_id IN ({marks})",
             list(run_ids),
         )
         found: dict[str, dict[int, RecordedStep]] = {}
         for r in cur.fetchall():
             found.setdefault(r[0], {})[r[1]] = RecordedStep(
-                r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8]
+                r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10]
             )
         return found
 
@@ -232,4 +239,9 @@ class RunQueries(ABC):
             parent_id=row[11],
             steps=steps,
             events=events,
+            deadline_at=row[12],
+            on_deadline=row[13],
+            deadline_breached_at=row[14],
+            waiting_for=tuple(json.loads(row[15])) if row[15] else (),
+            compensating=State(row[16]) if row[16] else None,
         )

@@ -35,6 +35,8 @@ class RecordedStep:
     attempts: int
     retry_base: int
     next_attempt_at: float | None
+    compensation: str | None = None  # the registered step that undoes this one
+    inputs: str | None = None  # its arguments, kept for the compensation
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class ClaimedRun:
     inputs: str
     token: int
     recorded: dict[int, RecordedStep]
+    parent_id: str | None = None
+    compensating: str | None = None  # the state to end in once completed steps are undone
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,5 @@ class StepOutcome:
     error: str | None = None
     next_attempt_at: float | None = None
     reason: str | None = None
+    compensation: str | None = None
+    inputs: str | None = None

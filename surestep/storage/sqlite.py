@@ -16,13 +16,14 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from surestep.errors import SchemaVersionError, StorageError
-from surestep.storage.base import Cursor, SQLStore
+from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import load
+from surestep.storage.rows import Cursor
 
 _BUSY_TIMEOUT_MS = 30_000
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(CoordinationStore):
     """Storage in one SQLite file, in WAL mode.
 
     ``synchronous="full"`` (the default) makes every commit durable across a power cut;
