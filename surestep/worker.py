@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("surestep.worker")
 
+#: How often a worker checks that the async runs it executes were not cancelled.
+_CANCEL_CHECK_SECONDS = 0.5
+
 
 def host_key() -> str:
     """Names this host *and* PID namespace, so that a worker may judge whether another
@@ -134,6 +137,7 @@ class Worker:
         self.app._wakers.add(wake)
         unlisten = self.app.store.listen(wake)
         beat = asyncio.create_task(self._heartbeat())
+        watch = asyncio.create_task(self._watch_cancellations())
         log.info("worker %s started on %s", self.id, self.app.store.description)
         try:
             self._recover_local()
@@ -143,6 +147,7 @@ class Worker:
             if unlisten is not None:
                 unlisten()
             beat.cancel()
+            watch.cancel()
             await self._shutdown()
             threads.shutdown(wait=False, cancel_futures=True)
             if handle_signals:
@@ -272,6 +277,27 @@ class Worker:
                 self._recover_local()
             except Exception:
                 log.exception("worker %s: heartbeat failed; will try again", self.id)
+
+    async def _watch_cancellations(self) -> None:
+        """Cancel the task of an async run this worker no longer holds (it was cancelled,
+        or its lease was lost), so that its running step is interrupted at once rather
+        than at the next step boundary. Plain (threaded) runs stop at the boundary."""
+        while True:
+            await asyncio.sleep(_CANCEL_CHECK_SECONDS)
+            tasks = {
+                run.id: task
+                for task, run in self._running.items()
+                if self.app.registry.workflow(run.workflow).is_async and not run.compensating
+            }
+            if not tasks:
+                continue
+            try:
+                held = self.app.store.held(self.id, list(tasks))
+            except StorageError:
+                continue
+            for run_id in set(tasks) - held:
+                log.info("run %s: no longer held (cancelled?); cancelling its task", run_id)
+                tasks[run_id].cancel()
 
     def _enforce_deadlines(self) -> None:
         """Apply passed run deadlines, at most every 0.1 s (an indexed query)."""

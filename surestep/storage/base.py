@@ -192,7 +192,10 @@ class SQLStore(RunQueries):
                 ],
             )
             recorded = self._recorded(cur, [row[0] for row in rows])
-        return [ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {})) for r in rows]
+        return [
+            ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7])
+            for r in rows
+        ]
 
     @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:

@@ -194,6 +194,20 @@ class RunQueries(ABC):
             )
             return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
+    @retry_transient
+    def held(self, worker: str, runs: Sequence[str]) -> set[str]:
+        """Which of ``runs`` ``worker`` still holds (not cancelled, not taken over)."""
+        if not runs:
+            return set()
+        marks = ", ".join("?" for _ in runs)
+        with self.reading() as cur:
+            cur.execute(
+                "SELECT id FROM surestep_runs WHERE lease_owner = ? AND state = 'running'"
+                f" AND id IN ({marks})",
+                (worker, *runs),
+            )
+            return {row[0] for row in cur.fetchall()}
+
     # -- pieces -------------------------------------------------------------------
 
     @staticmethod
