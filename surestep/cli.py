@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import importlib
+import json
 import logging
 import os
 import re
@@ -228,6 +229,23 @@ def dlq(
         console.print(
             Text("fix the cause, then `surestep retry RUN_ID` redrives a run", style="dim")
         )
+
+
+@app.command()
+def send(
+    run_id: RunId,
+    name: Annotated[str, typer.Argument(help="The event's name.", show_default=False)],
+    data: Annotated[str, typer.Option("--data", help="The event's payload, as JSON.")] = "null",
+    db: Db = DEFAULT_DATABASE_URL,
+) -> None:
+    """Send an event to a run; a `wait_for_event(NAME)` receives its payload."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        _fail(f"--data is not valid JSON ({exc}); quote it, e.g. --data '{{\"ok\": true}}'", 2)
+    with _opened(db) as surestep_app:
+        surestep_app.send_event(run_id, name, payload)
+    typer.echo(f"sent {name!r} to run {run_id}")
 
 
 @app.command()

@@ -54,6 +54,7 @@ class StepRecord:
     finished_at: float | None
     next_attempt_at: float | None
     attempt_records: tuple[AttemptRecord, ...] = ()
+    compensation: str | None = None  # the step that undoes this one (at position -(p+1))
 
 
 @dataclass(frozen=True)

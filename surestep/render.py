@@ -124,6 +124,14 @@ def run_header(run: RunRecord) -> Table:
         rows.append(("due", format_time(run.available_at)))
     if run.parent_id:
         rows.append(("parent", Text(run.parent_id)))
+    if run.waiting_for:
+        rows.append(("waiting for", Text(", ".join(run.waiting_for))))
+    if run.compensating is not None:
+        rows.append(("compensating", Text(f"undoing completed steps, then {run.compensating}")))
+    if run.deadline_at is not None:
+        rows.append(("deadline", f"{format_time(run.deadline_at)} (then {run.on_deadline})"))
+    if run.deadline_breached_at is not None:
+        rows.append(("deadline breached", Text(format_time(run.deadline_breached_at), "red")))
     rows += [("created", format_time(run.created_at)), ("updated", format_time(run.updated_at))]
     for key, value in rows:
         grid.add_row(key, value)
@@ -136,6 +144,9 @@ def last_failure(step: StepRecord) -> dict[str, Any] | None:
 
 
 def steps_table(steps: Sequence[StepRecord]) -> Table:
+    """The run's steps in order; a step's compensation (kept at position -(p+1)) shows
+    in its own row's ``undo`` column rather than as a row of its own."""
+    undo = {-(s.position + 1): s for s in steps if s.position < 0}
     table = new_table(
         "#",
         "step",
@@ -144,10 +155,12 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
         "duration",
         "last error",
         "next attempt",
+        "undo",
         title="steps",
         whole=("state",),
     )
-    for step in steps:
+    for step in (s for s in steps if s.position >= 0):
+        compensation = undo.get(step.position)
         duration = None if step.finished_at is None else step.finished_at - step.started_at
         waiting = step.state == State.WAITING
         table.add_row(
@@ -158,8 +171,22 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
             "" if duration is None else format_duration(duration),
             Text(error_summary(last_failure(step))),
             format_time(step.next_attempt_at) if waiting else "",
+            undo_text(step, compensation),
         )
     return table
+
+
+def undo_text(step: StepRecord, compensation: StepRecord | None) -> Text:
+    """Whether a step with a compensation was undone: ``refund: success`` and the like."""
+    if compensation is not None:
+        done = compensation.state == State.SUCCESS
+        label = "undone" if done else str(compensation.state)
+        style = "green" if done else STATE_STYLES.get(compensation.state, "")
+        error = error_summary(last_failure(compensation), 40)
+        return Text(f"{compensation.name}: {label}" + (f" ({error})" if error else ""), style)
+    if step.compensation is not None and step.state == State.SUCCESS:
+        return Text(f"{step.compensation}: not undone", style="dim")
+    return Text("")
 
 
 def print_tracebacks(console: Console, steps: Sequence[StepRecord], show: bool) -> None:
@@ -186,7 +213,12 @@ def print_tracebacks(console: Console, steps: Sequence[StepRecord], show: bool) 
 
 
 def event_row(event: EventRecord) -> tuple[str, Text, Text, str, Text, str]:
-    where = "run" if event.position is None else f"{event.position} {event.step}"
+    if event.position is None:
+        where = "run"
+    elif event.position < 0:  # the compensation of step -(position + 1)
+        where = f"undo #{-event.position - 1} {event.step}"
+    else:
+        where = f"{event.position} {event.step}"
     change = Text.assemble(state_text(event.from_state), " → ", state_text(event.to_state))
     return (
         format_time(event.at),

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from surestep import App, Retry, State
+import surestep
+from surestep import App, FakeClock, Retry, State
 from surestep.cli import app as cli
 from surestep.states import SETTLED
 from surestep.storage.migrations import load as load_migrations
@@ -421,3 +422,23 @@ def test_worker_process_exits_when_a_sync_run_outlives_the_grace_period(
 
     assert "still busy after the grace period" in (cwd / "worker.log").read_text()
     assert handle.state == State.PENDING  # released: another worker resumes it
+
+
+def test_send_delivers_an_event_to_a_waiting_run(db_url: str, clock: FakeClock) -> None:
+    app = App(db_url, clock=clock)
+
+    @app.workflow(name="approval")
+    def approval() -> object:
+        return surestep.wait_for_event("approved")
+
+    handle = app.start(approval, run_id="needs-ok")
+    drive(app, until=lambda: handle.state == State.WAITING)
+    bad = invoke("send", "needs-ok", "approved", "--data", "{nope", "--db", db_url)
+    assert bad.exit_code == 2 and "not valid JSON" in bad.output
+    sent = invoke("send", "needs-ok", "approved", "--data", '{"by": "ops"}', "--db", db_url)
+    assert sent.exit_code == 0, sent.output
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == {"by": "ops"}
+    missing = invoke("send", "nope", "approved", "--db", db_url)
+    assert missing.exit_code == 1 and "no run with id 'nope'" in missing.output
+    app.close()

@@ -77,8 +77,8 @@ class RunQueries(ABC):
                 )
             cur.execute(
                 "SELECT position, name, state, output, error, attempts, started_at,"
-                " finished_at, next_attempt_at FROM surestep_steps WHERE run_id = ?"
-                " ORDER BY position",
+                " finished_at, next_attempt_at, compensation FROM surestep_steps"
+                " WHERE run_id = ? ORDER BY position",
                 (run_id,),
             )
             steps = tuple(
@@ -93,6 +93,7 @@ class RunQueries(ABC):
                     s[7],
                     s[8],
                     tuple(attempts.get(s[0], ())),
+                    s[9],
                 )
                 for s in cur.fetchall()
             )
