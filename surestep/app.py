@@ -24,9 +24,9 @@ from surestep.hooks import Hooks
 from surestep.records import RunRecord
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
-from surestep.runtime import make_step_wrapper
 from surestep.serialization import dumps, loads_raw
 from surestep.states import SETTLED, State
+from surestep.steps import make_step_wrapper
 from surestep.storage import Store, open_store
 from surestep.worker import Worker
 

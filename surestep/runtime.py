@@ -11,7 +11,6 @@ or a lost lease unwinds the workflow with ``Halt`` and the run is settled from t
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import json
 import logging
@@ -28,7 +27,6 @@ from surestep.errors import (
     NonDeterminismError,
     SerializationError,
     StepError,
-    StepTimeoutError,
     StorageError,
 )
 from surestep.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
@@ -37,6 +35,7 @@ from surestep.registry import StepDef, WorkflowDef
 from surestep.retry import Escalate, GiveUp, RetryAfter
 from surestep.serialization import dumps
 from surestep.states import State
+from surestep.steps import await_with_timeout, call_with_timeout
 from surestep.storage import ClaimedRun, RecordedStep, StepOutcome, Store
 from surestep.waits import Waits
 
@@ -209,7 +208,7 @@ class RunExecution(Waits):
             if step.timeout is None:
                 result = step.fn(*args, **kwargs)
             else:
-                result = _call_with_timeout(step, args, kwargs)
+                result = call_with_timeout(step, args, kwargs)
         except Exception as exc:
             return self._conclude(step, prepared, None, exc)
         finally:
@@ -233,7 +232,7 @@ class RunExecution(Waits):
                 if step.timeout is None:
                     result = await step.fn(*args, **kwargs)
                 else:
-                    result = await _await_with_timeout(step, args, kwargs)
+                    result = await await_with_timeout(step, args, kwargs)
             except Exception as exc:
                 return self._conclude(step, prepared, None, exc)
             finally:
@@ -549,68 +548,3 @@ class _Prepared:
 def _loads(text: str | None) -> dict[str, Any]:
     value = json.loads(text) if text else {}
     return value if isinstance(value, dict) else {}
-
-
-def _call_with_timeout(step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a plain step in its own thread and stop waiting for it after ``step.timeout``.
-
-    Python cannot stop a thread, so a timed-out thread is abandoned: it runs on until the
-    function returns, and whatever it returns is discarded. Give blocking calls their
-    own timeouts (an HTTP client's, a driver's) so that abandoned threads end soon.
-    """
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            outcome["value"] = context.run(step.fn, *args, **kwargs)
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
-    threading.Thread(target=target, name=f"surestep-step-{step.name}", daemon=True).start()
-    if not finished.wait(step.timeout):
-        raise StepTimeoutError(
-            f"step {step.name!r} ran longer than its timeout of {step.timeout}s; the "
-            f"attempt counts as failed and its thread is abandoned"
-        )
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-async def _await_with_timeout(step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        async with asyncio.timeout(step.timeout) as scope:
-            return await step.fn(*args, **kwargs)
-    except TimeoutError:
-        if scope.expired():
-            raise StepTimeoutError(
-                f"step {step.name!r} ran longer than its timeout of {step.timeout}s; the "
-                f"attempt was cancelled and counts as failed"
-            ) from None
-        raise
-
-
-def make_step_wrapper(step: StepDef) -> Callable[..., Any]:
-    """The function ``@app.step`` returns: checkpointed inside a workflow, plain outside."""
-    fn = step.fn
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        run = CURRENT_RUN.get()
-        if run is None or CURRENT_STEP.get() is not None:
-            return fn(*args, **kwargs)  # outside a workflow, or a step inside a step
-        if step.is_async and run.loop is not None and _on_loop(run.loop):
-            return run.run_step_async(step, run.next_position(), args, kwargs)
-        return run.run_step(step, args, kwargs)
-
-    return call
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
