@@ -128,28 +128,7 @@ class CoordinationStore(SQLStore):
         """
         with self.transaction() as cur:
             self._fence(cur, run_id, token)
-            cur.execute(
-                "INSERT INTO surestep_steps (run_id, position, name, state, attempts,"
-                " started_at, next_attempt_at) VALUES (?, ?, ?, 'waiting', 0, ?, ?)"
-                " ON CONFLICT (run_id, position) DO NOTHING",
-                (run_id, position, name, now, until),
-            )
-            if cur.rowcount == 1:
-                check_step_transition(State.PENDING, State.WAITING)
-                cur.execute(
-                    EVENT_INSERT,
-                    (
-                        run_id,
-                        position,
-                        name,
-                        State.PENDING,
-                        State.WAITING,
-                        now,
-                        worker,
-                        reason,
-                        None,
-                    ),
-                )
+            self._begin_wait(cur, run_id, worker, position, name, now, until, reason)
             output, error = resolve, fail
             if events:
                 message = self._take_message(cur, run_id, events, position, now)
@@ -241,27 +220,16 @@ class CoordinationStore(SQLStore):
                     ),
                 )
                 self._notify(cur)
-            cur.execute(
-                "INSERT INTO surestep_steps (run_id, position, name, state, attempts,"
-                " started_at) VALUES (?, ?, ?, 'waiting', 0, ?)"
-                " ON CONFLICT (run_id, position) DO NOTHING",
-                (run_id, position, name, now),
+            self._begin_wait(
+                cur,
+                run_id,
+                worker,
+                position,
+                name,
+                now,
+                None,
+                f"waiting for child run {child_id}",
             )
-            if cur.rowcount == 1:
-                cur.execute(
-                    EVENT_INSERT,
-                    (
-                        run_id,
-                        position,
-                        name,
-                        State.PENDING,
-                        State.WAITING,
-                        now,
-                        worker,
-                        f"waiting for child run {child_id}",
-                        None,
-                    ),
-                )
 
     # -- deadlines and compensation -----------------------------------------------------
 
@@ -357,6 +325,31 @@ class CoordinationStore(SQLStore):
             self._notify(cur)
         if final != State.NEEDS_REVIEW:
             self._cancel_children(cur, run_id, actor, f"parent run {final}", now)
+
+    def _begin_wait(
+        self,
+        cur: Cursor,
+        run_id: str,
+        worker: str,
+        position: int,
+        name: str,
+        now: float,
+        until: float | None,
+        reason: str | None,
+    ) -> None:
+        """Create the waiting step at ``position`` (pending -> waiting), once."""
+        cur.execute(
+            "INSERT INTO surestep_steps (run_id, position, name, state, attempts,"
+            " started_at, next_attempt_at) VALUES (?, ?, ?, 'waiting', 0, ?, ?)"
+            " ON CONFLICT (run_id, position) DO NOTHING",
+            (run_id, position, name, now, until),
+        )
+        if cur.rowcount == 1:
+            check_step_transition(State.PENDING, State.WAITING)
+            cur.execute(
+                EVENT_INSERT,
+                (run_id, position, name, State.PENDING, State.WAITING, now, worker, reason, None),
+            )
 
     def _cancel_children(
         self, cur: Cursor, parent_id: str, actor: str, reason: str, now: float
