@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from surestep import (
     DuplicateWorkflowError,
     SerializationError,
     StorageError,
+    SurestepError,
     UnknownWorkflowError,
 )
 from surestep.storage import open_store
+from surestep.testing import run_workflow
 
 
 def test_unknown_workflow_name(app: App) -> None:
@@ -126,3 +129,34 @@ def test_an_empty_run_id_is_refused(app: App) -> None:
 def test_list_runs_with_an_unknown_state(app: App) -> None:
     with pytest.raises(ConfigurationError, match=r"unknown state 'done'.*dead_letter"):
         app.list_runs(state="done")
+
+
+def test_bad_deadlines_and_events_are_refused_before_anything_is_stored(app: App) -> None:
+    import surestep
+
+    @app.workflow()
+    def wf() -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"on_deadline='explode'.*fail, cancel, review"):
+        app.start(wf, deadline=timedelta(hours=1), on_deadline="explode")
+    with pytest.raises(ConfigurationError, match="positive timedelta"):
+        app.start(wf, deadline=timedelta(0))
+    with pytest.raises(ConfigurationError, match="positive timedelta"):
+        app.start(wf, deadline=3600)  # type: ignore[arg-type]
+    assert app.list_runs() == []
+    handle = app.start(wf)
+    with pytest.raises(ConfigurationError, match="event name"):
+        app.send_event(handle.id, "", None)
+    with pytest.raises(SerializationError, match="payload of event 'x'"):
+        app.send_event(handle.id, "x", threading.Lock())
+    with pytest.raises(SurestepError, match="only inside a workflow"):
+        surestep.wait_for_event("x")
+    with pytest.raises(SurestepError, match="non-empty list of event names"):
+        surestep.wait_for_any("approved")
+
+    @app.workflow()
+    def adopts_a_stranger() -> None:
+        surestep.run_child(print)
+
+    failed = run_workflow(app, adopts_a_stranger).record()
+    assert failed.error is not None and "to run it as a child" in failed.error["message"]
