@@ -165,10 +165,9 @@ class RunExecution(Waits):
                 self.verdict = Verdict(State.DEAD_LETTER, str(exc), error=error_info(exc))
                 self._settle(None, None)
                 return
-            found = self.store.run_state(self.run_id)
             self._finish(
                 self.compensating,
-                error=None if found is None else found[2],
+                error=self.store.compensation_outcome(self.run_id),
                 reason=f"undid {len(self._compensable)} completed step(s)",
             )
         finally:

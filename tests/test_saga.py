@@ -262,3 +262,26 @@ def test_cancelling_interrupts_a_running_async_step(db_url: str) -> None:
     assert handle.state == State.CANCELLED
     assert app.get_run(handle.id).steps == ()
     app.close()
+
+
+def test_a_run_keeps_its_error_through_a_retried_compensation(app: App) -> None:
+    attempts = {"undo": 0}
+
+    @app.step(name="unlock", retry=Retry(max_attempts=3, initial_delay=1, jitter=False))
+    def unlock(door: str) -> None:
+        attempts["undo"] += 1
+        if attempts["undo"] == 1:
+            raise ConnectionError("lock service flaked")
+
+    @app.step(name="lock", compensate=unlock)
+    def lock(door: str) -> None: ...
+
+    @app.workflow()
+    def burglary() -> None:
+        lock("front")
+        raise RuntimeError("alarm went off")
+
+    handle = run_workflow(app, burglary)
+    run = app.get_run(handle.id)
+    assert run.state == State.FAILED and attempts["undo"] == 2
+    assert run.error is not None and run.error["message"] == "alarm went off"

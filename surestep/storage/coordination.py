@@ -54,7 +54,8 @@ class CoordinationStore(SQLStore):
             cur.execute(
                 "UPDATE surestep_runs SET state = ?, output = ?, error = ?, available_at = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,"
-                " waiting_for = ?, compensating = CASE WHEN ? THEN NULL ELSE compensating END"
+                " waiting_for = ?, compensating = CASE WHEN ? THEN NULL ELSE compensating END,"
+                " compensating_error = CASE WHEN ? THEN NULL ELSE compensating_error END"
                 " WHERE id = ? AND lease_token = ? AND state = 'running'",
                 (
                     to_state,
@@ -63,6 +64,7 @@ class CoordinationStore(SQLStore):
                     available_at,
                     now,
                     json.dumps(list(waiting_for)) if waiting_for else None,
+                    to_state in TERMINAL,
                     to_state in TERMINAL,
                     run_id,
                     token,
@@ -274,8 +276,9 @@ class CoordinationStore(SQLStore):
         with self.transaction() as cur:
             self._fence(cur, run_id, token)
             cur.execute(
-                "UPDATE surestep_runs SET compensating = ?, error = ? WHERE id = ?",
-                (final, error, run_id),
+                "UPDATE surestep_runs SET compensating = ?, compensating_error = ?, error = ?"
+                " WHERE id = ?",
+                (final, error, error, run_id),
             )
 
     @retry_transient
@@ -317,8 +320,11 @@ class CoordinationStore(SQLStore):
         cur.execute(
             "UPDATE surestep_runs SET state = ?, lease_owner = NULL, lease_expires_at = NULL,"
             " available_at = ?, updated_at = ?, error = ?, waiting_for = NULL,"
-            " compensating = COALESCE(?, compensating) WHERE id = ?",
-            (to_state, available_at, now, error, compensating, run_id),
+            " compensating = COALESCE(?, compensating),"
+            " compensating_error = CASE WHEN CAST(? AS TEXT) IS NULL THEN compensating_error"
+            " ELSE ? END"
+            " WHERE id = ?",
+            (to_state, available_at, now, error, compensating, compensating, error, run_id),
         )
         cur.execute(EVENT_INSERT, (run_id, None, None, state, to_state, now, actor, why, None))
         if to_state == State.PENDING:

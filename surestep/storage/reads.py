@@ -196,6 +196,14 @@ class RunQueries(ABC):
             return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
     @retry_transient
+    def compensation_outcome(self, run_id: str) -> str | None:
+        """The error a compensating run ends with once its steps are undone."""
+        with self.reading() as cur:
+            cur.execute("SELECT compensating_error FROM surestep_runs WHERE id = ?", (run_id,))
+            row = cur.fetchone()
+        return None if row is None else row[0]
+
+    @retry_transient
     def held(self, worker: str, runs: Sequence[str]) -> set[str]:
         """Which of ``runs`` ``worker`` still holds (not cancelled, not taken over)."""
         if not runs:

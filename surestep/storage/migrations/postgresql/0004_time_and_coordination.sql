@@ -9,6 +9,9 @@ ALTER TABLE surestep_runs ADD COLUMN deadline_breached_at DOUBLE PRECISION;
 ALTER TABLE surestep_runs ADD COLUMN waiting_for TEXT;
 -- Set while a run undoes its completed steps: the state it ends in afterwards.
 ALTER TABLE surestep_runs ADD COLUMN compensating TEXT;
+-- The error the run ends with once undone, kept apart from `error`, which shows the
+-- current trouble (an undo that failed, say) meanwhile.
+ALTER TABLE surestep_runs ADD COLUMN compensating_error TEXT;
 
 -- A step's compensation (a registered step's name) and the arguments to call it with,
 -- kept only for steps declared with compensate=.
