@@ -12,6 +12,7 @@ import json
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 from surestep.errors import (
     IdempotencyConflictError,
@@ -26,6 +27,12 @@ from surestep.storage.transient import retry_transient
 
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
 
+
+#: What a claim reads of each due run (``available_at`` last, to order by).
+CLAIM_COLUMNS = (
+    "id, state, workflow, workflow_version, inputs, lease_token, parent_id, compensating,"
+    " available_at"
+)
 
 EVENT_INSERT = (
     "INSERT INTO surestep_events"
@@ -165,15 +172,9 @@ class SQLStore(RunQueries):
         """
         if limit <= 0 or not workflows:
             return []
-        pairs, params = self._workflow_pairs(workflows)
+        sql, params = self._due_runs(workflows, now, limit)
         with self.transaction() as cur:
-            cur.execute(
-                "SELECT id, state, workflow, workflow_version, inputs, lease_token, parent_id,"
-                " compensating FROM surestep_runs WHERE state IN ('pending', 'waiting')"
-                f" AND available_at <= ? AND {pairs}"
-                f" ORDER BY available_at LIMIT ? {self.lock_rows}",
-                [now, *params, limit],
-            )
+            cur.execute(sql, params)
             rows = cur.fetchall()
             if not rows:
                 return []
@@ -196,6 +197,23 @@ class SQLStore(RunQueries):
             ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7])
             for r in rows
         ]
+
+    def _due_runs(
+        self, workflows: Sequence[tuple[str, str]], now: float, limit: int
+    ) -> tuple[str, list[Any]]:
+        """The claim's SELECT: the earliest due runs of each (workflow, version) pair,
+        read from the pair's own range of the claimable index, then the earliest of
+        those. A backlog of other workflows' due runs is never read."""
+        one = (
+            f"SELECT * FROM (SELECT {CLAIM_COLUMNS} FROM surestep_runs"
+            " WHERE workflow = ? AND workflow_version = ? AND state IN ('pending', 'waiting')"
+            " AND available_at <= ? ORDER BY available_at LIMIT ?) AS due"
+        )
+        params: list[Any] = []
+        for name, version in workflows:
+            params += [name, version, now, limit]
+        sql = " UNION ALL ".join([one] * len(workflows)) + " ORDER BY available_at LIMIT ?"
+        return sql, [*params, limit]
 
     @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:

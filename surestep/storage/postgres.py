@@ -22,6 +22,7 @@ from surestep.errors import (
     StorageError,
 )
 from surestep.states import State, check_step_transition
+from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import load
 from surestep.storage.rows import Cursor, StepOutcome
@@ -208,6 +209,22 @@ class PostgresStore(CoordinationStore):
 
     def close(self) -> None:
         self._pool.close()
+
+    def _due_runs(
+        self, workflows: Sequence[tuple[str, str]], now: float, limit: int
+    ) -> tuple[str, list[Any]]:
+        # As the portable query, with a LATERAL join so that the rows can be locked:
+        # FOR UPDATE SKIP LOCKED is not allowed on a UNION.
+        pairs = ", ".join("(?, ?)" for _ in workflows)
+        sql = (
+            f"SELECT due.* FROM (VALUES {pairs}) AS wanted (workflow, version)"
+            f" CROSS JOIN LATERAL (SELECT {CLAIM_COLUMNS} FROM surestep_runs"
+            " WHERE workflow = wanted.workflow AND workflow_version = wanted.version"
+            " AND state IN ('pending', 'waiting') AND available_at <= ?"
+            " ORDER BY available_at LIMIT ? FOR UPDATE SKIP LOCKED) AS due"
+            " ORDER BY due.available_at LIMIT ?"
+        )
+        return sql, [*(part for pair in workflows for part in pair), now, limit, limit]
 
     @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:

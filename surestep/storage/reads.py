@@ -144,14 +144,19 @@ class RunQueries(ABC):
     def next_due(self, workflows: Sequence[tuple[str, str]]) -> float | None:
         """When a worker of these workflows next has something to do: the earliest
         pending or waiting run becoming claimable, or the earliest run deadline."""
-        pairs, params = self._workflow_pairs(workflows) if workflows else ("(1 = 0)", [])
+        due = None
         with self.reading() as cur:
-            cur.execute(
-                "SELECT MIN(available_at) FROM surestep_runs"
-                f" WHERE state IN ('pending', 'waiting') AND {pairs}",
-                params,
-            )
-            due = cur.fetchone()[0]
+            if workflows:
+                # One index lookup per (workflow, version) pair, like the claim.
+                one = (
+                    "SELECT MIN(available_at) AS t FROM surestep_runs WHERE workflow = ?"
+                    " AND workflow_version = ? AND state IN ('pending', 'waiting')"
+                )
+                cur.execute(
+                    f"SELECT MIN(t) FROM ({' UNION ALL '.join([one] * len(workflows))}) AS due",
+                    [part for pair in workflows for part in pair],
+                )
+                due = cur.fetchone()[0]
             cur.execute(
                 "SELECT MIN(deadline_at) FROM surestep_runs WHERE deadline_at IS NOT NULL"
                 " AND state IN ('pending', 'running', 'waiting', 'dead_letter')"
@@ -234,12 +239,6 @@ class RunQueries(ABC):
                 r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10]
             )
         return found
-
-    @staticmethod
-    def _workflow_pairs(workflows: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
-        """A parameterised filter on (workflow, workflow_version) pairs."""
-        clause = " OR ".join("(workflow = ? AND workflow_version = ?)" for _ in workflows)
-        return f"({clause})", [part for pair in workflows for part in pair]
 
     @staticmethod
     def _run_record(
