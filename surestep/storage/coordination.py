@@ -242,6 +242,16 @@ class CoordinationStore(SQLStore):
         Works whether or not a worker was alive at the moment of the breach: whichever
         worker looks next applies it.
         """
+        # Almost always nothing is due: find out with a read, so that the sweep does not
+        # take the write lock (SQLite's one writer) every time it looks.
+        with self.reading() as cur:
+            cur.execute(
+                "SELECT 1 FROM surestep_runs WHERE deadline_at <= ?"
+                " AND state IN ('pending', 'running', 'waiting', 'dead_letter') LIMIT 1",
+                (now,),
+            )
+            if cur.fetchone() is None:
+                return []
         with self.transaction() as cur:
             cur.execute(
                 "SELECT id, state, on_deadline FROM surestep_runs WHERE deadline_at <= ?"
