@@ -15,17 +15,15 @@ What the engine promises, and so what is asserted here:
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
+import crash_app  # siblings in tests/integration
+import processes
 import pytest
 
 from surestep import App, State
@@ -36,68 +34,20 @@ RUNS = 40
 KILLS = 5
 
 
-def _load_crash_app() -> ModuleType:
-    # By file path, so the test does not depend on pytest's import mode or sys.path.
-    spec = importlib.util.spec_from_file_location("surestep_crash_app", CRASH_APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-crash_app = _load_crash_app()
-
-
-class WorkerProcess:
+class WorkerProcess(processes.WorkerProcess):
     """``python crash_app.py DB LOG_DIR``: a real worker process."""
 
     def __init__(self, db: Path, log_dir: Path, stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(CRASH_APP), str(db), str(log_dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-            )
-        self.pid = self.proc.pid
-        self.log = log_dir / f"{self.pid}.log"
+        super().__init__(
+            [sys.executable, str(CRASH_APP), str(db), str(log_dir)], log_dir, stderr_path
+        )
 
     def lines(self) -> list[tuple[str, str]]:
         """(idempotency key, event) in the order this process wrote them."""
-        if not self.log.exists():
-            return []
-        pairs = (line.split(" ") for line in self.log.read_text().splitlines())
-        return [(key, event) for key, event in pairs]
+        return [(key, event) for key, event in self.log_lines()]
 
     def starts(self) -> int:
         return sum(1 for _, event in self.lines() if event == "start")
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        # Reap it: until then its pid still answers kill(pid, 0), and the next worker
-        # would take it for alive and wait for its leases to lapse.
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> int:
-        """SIGTERM, the graceful shutdown; return the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"worker {self.pid} exited ({self.proc.returncode}) before {what}:\n"
-                    f"{self.stderr()}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker {self.pid}: no {what} within {timeout}s:\n{self.stderr()}")
-            time.sleep(0.005)
 
 
 Spawn = Callable[[], WorkerProcess]

@@ -18,35 +18,18 @@ is read from the event log and the side-effect logs):
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 
+import pg_app  # siblings in tests/integration
+import pg_history
+import pg_workers
 import pytest
 
 from surestep import RunRecord, State
-
-
-def _load(name: str) -> ModuleType:
-    # By file path, so the test does not depend on pytest's import mode or sys.path.
-    spec = importlib.util.spec_from_file_location(
-        f"surestep_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pg_app = _load("pg_app")
-pg_history = _load("pg_history")
-pg_workers = _load("pg_workers")
 
 RUNS = 2000
 STEPS = 10

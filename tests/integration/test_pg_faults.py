@@ -9,7 +9,6 @@ the lease token), so the run's history holds exactly one execution's results.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import subprocess
 import sys
@@ -17,31 +16,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pg_app  # siblings in tests/integration
+import pg_history
+import pg_workers
 import psycopg
 import pytest
 
 from surestep import App, RunRecord, State
 from surestep.storage.migrations import load as load_migrations
-
-
-def _load(name: str) -> ModuleType:
-    # By file path, so the test does not depend on pytest's import mode or sys.path.
-    spec = importlib.util.spec_from_file_location(
-        f"surestep_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pg_app = _load("pg_app")
-pg_history = _load("pg_history")
-pg_workers = _load("pg_workers")
 
 START_APP = Path(__file__).with_name("pg_start_app.py")
 RUN_ID = "frozen-1"

@@ -18,37 +18,20 @@ same time against it see their connections drop too.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import TypeVar
 
+import pg_app  # siblings in tests/integration
+import pg_history
+import pg_workers
 import psycopg
 import pytest
 
 from surestep import State, StorageError
-
-
-def _load(name: str) -> ModuleType:
-    # By file path, so the test does not depend on pytest's import mode or sys.path.
-    spec = importlib.util.spec_from_file_location(
-        f"surestep_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pg_app = _load("pg_app")
-pg_history = _load("pg_history")
-pg_workers = _load("pg_workers")
 
 RUNS = 300
 STEPS = 5
