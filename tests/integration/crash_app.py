@@ -13,11 +13,12 @@ not) each pid was.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
 from pathlib import Path
+
+import sideeffects  # tests/integration/sideeffects.py
 
 from surestep import App, Retry, current_step
 
@@ -40,14 +41,7 @@ def build(db_path: str | Path, log_dir: str | Path) -> App:
     log_dir = Path(log_dir)
 
     def note(event: str) -> None:
-        # Data written with write(2) sits in the page cache once the call returns, so a
-        # SIGKILL right after it cannot lose the line (only a power cut could).
-        line = f"{current_step().idempotency_key} {event}\n".encode()
-        fd = os.open(log_dir / f"{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        sideeffects.note(log_dir, f"{current_step().idempotency_key} {event}")
 
     @app.step(name="work")
     def work(seed: int, i: int) -> int:
@@ -84,12 +78,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(f"usage: {argv[0]} DB_PATH LOG_DIR", file=sys.stderr)
         return 2
-    app = build(argv[1], argv[2])
-    try:
-        app.worker(concurrency=CONCURRENCY, poll_interval=0.02).run()
-    finally:
-        app.close()
-    return 0
+    return sideeffects.serve(build(argv[1], argv[2]), CONCURRENCY)
 
 
 if __name__ == "__main__":

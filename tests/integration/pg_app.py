@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import sideeffects  # tests/integration/sideeffects.py
+
 from surestep import App, current_step
 from surestep.context import CURRENT_RUN
 
@@ -54,14 +56,7 @@ def build(
     log_dir = Path(log_dir)
 
     def note(event: str) -> None:
-        # write(2) puts the line in the page cache before it returns, so a SIGKILL right
-        # after it cannot lose the line.
-        line = f"{current_step().idempotency_key} {event} {_lease_token()}\n".encode()
-        fd = os.open(log_dir / f"{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        sideeffects.note(log_dir, f"{current_step().idempotency_key} {event} {_lease_token()}")
 
     @app.step(name="work")
     def work(seed: int, i: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,3 +60,56 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 pytest.fail(f"worker {self.pid}: no {what} within {timeout}s:\n{self.stderr()}")
             time.sleep(0.005)
+
+
+START_APP = Path(__file__).with_name("start_app.py")
+
+
+def race_starts(workdir: Path, urls: list[str], processes: int) -> list[list[str]]:
+    """Race ``processes`` real processes to start run ``same-id``: one round per URL,
+    all of them released together each round (see ``start_app.py``). Asserts each
+    process exited cleanly; returns the lines each one printed."""
+    (workdir / "urls").write_text("".join(f"{url}\n" for url in urls))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def read(name: str) -> str:
+        return (workdir / name).read_text()
+
+    def wait_for_files(name: Callable[[int], str], what: str) -> None:
+        """Wait until each process ``n`` has created the file ``name(n)``."""
+        deadline = time.monotonic() + 60
+        while not all((workdir / name(n)).exists() for n in range(processes)):
+            for n, proc in enumerate(procs):
+                # Looked at after poll(): a process creates its file before it exits.
+                if proc.poll() is not None and not (workdir / name(n)).exists():
+                    pytest.fail(f"process {n} exited before {what}:\n{read(f'err-{n}')}")
+            assert time.monotonic() < deadline, f"the processes did not get {what} within 60s"
+            time.sleep(0.002)
+
+    try:
+        for n in range(processes):
+            with (workdir / f"out-{n}").open("wb") as out, (workdir / f"err-{n}").open("wb") as err:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(START_APP), str(workdir), str(n)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                    )
+                )
+        wait_for_files(lambda n: f"ready-{n}", "getting ready")
+        for k in range(len(urls)):
+            (workdir / f"go-{k}").touch()
+            wait_for_files(lambda n, k=k: f"done-{k}-{n}", f"finishing round {k}")
+        outputs = []
+        for n, proc in enumerate(procs):
+            status = proc.wait(timeout=60)
+            errors = read(f"err-{n}")
+            assert status == 0 and errors == "", f"process {n} exited {status}:\n{errors}"
+            outputs.append(read(f"out-{n}").splitlines())
+        return outputs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)

@@ -22,12 +22,13 @@ are in the order that process wrote them.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import sideeffects  # tests/integration/sideeffects.py
 
 from surestep import App, Retry, current_step
 
@@ -42,15 +43,8 @@ def build(url: str, log_dir: str | Path) -> App:
     log_dir = Path(log_dir)
 
     def note(key: str, action: str, i: int | None, event: str) -> None:
-        # write(2) puts the line in the page cache before it returns, so a SIGKILL right
-        # after it cannot lose the line.
         index = "-" if i is None else str(i)
-        line = f"{key} {action} {index} {event}\n".encode()
-        fd = os.open(log_dir / f"{os.getpid()}.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        sideeffects.note(log_dir, f"{key} {action} {index} {event}")
 
     def compensable(i: int) -> Callable[[str], str]:
         @app.step(name=f"undo_{i}")
@@ -91,12 +85,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(f"usage: {argv[0]} URL LOG_DIR", file=sys.stderr)
         return 2
-    app = build(argv[1], argv[2])
-    try:
-        app.worker(concurrency=CONCURRENCY, poll_interval=0.02).run()
-    finally:
-        app.close()
-    return 0
+    return sideeffects.serve(build(argv[1], argv[2]), CONCURRENCY)
 
 
 if __name__ == "__main__":

@@ -1,48 +1,42 @@
-"""The App of the idempotent-start tests, and a process that starts runs of it on cue.
+"""The App of the idempotent-start tests, and a process that starts one run on cue.
 
-``python start_app.py WORKDIR INDEX ROUNDS`` builds nothing at first; it creates
-``WORKDIR/ready-INDEX``, then for each round ``k`` waits for ``WORKDIR/go-k`` to appear,
-calls ``app.start(greet, "x", run_id="same-id")`` on ``WORKDIR/runs-k.db`` with a new
-App (whose first use of the database opens it, and migrates it if it is new), prints
-``"k same-id"`` (or ``"k error TYPE: MESSAGE"``) and creates ``WORKDIR/done-k-INDEX``.
-Several of these processes released together by one ``go-k`` race on the run's
-creation, and on the schema migration too when ``runs-k.db`` does not exist yet.
+``python start_app.py WORKDIR INDEX`` reads one database URL per line from
+``WORKDIR/urls`` (one per round) and creates ``WORKDIR/ready-INDEX``. Then for each
+round ``k`` it builds an App on URL ``k`` (which touches no database yet), waits for
+``WORKDIR/go-k``, calls ``app.start("greet", "x", run_id="same-id")`` (whose first use
+of the database opens it, and migrates it when it is new), prints ``"k same-id"`` or
+``"k error TYPE: MESSAGE"``, and creates ``WORKDIR/done-k-INDEX``. Several of these
+released by one ``go-k`` race on the run's creation, and on the migration of a new
+database. SQLite files and PostgreSQL schemas alike (``processes.race_starts``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
+
+import sideeffects  # tests/integration/sideeffects.py
 
 from surestep import App, current_step
 
 RUN_ID = "same-id"
 
 
-def append(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, f"{line}\n".encode())
-    finally:
-        os.close(fd)
-
-
-def build(db_path: str | Path, side_effect: str | Path) -> App:
-    """An App with the workflows ``greet`` and ``farewell`` on the SQLite file ``db_path``."""
-    app = App(f"sqlite:///{db_path}")
+def build(url: str, side_effect: str | Path) -> App:
+    """An App with the workflows ``greet`` and ``farewell`` on the database ``url``."""
+    app = App(url)
     side_effect = Path(side_effect)
 
     @app.step(name="send_greeting")
     def send_greeting(name: str) -> str:
-        append(side_effect, f"step {current_step().idempotency_key}")
+        sideeffects.append(side_effect, f"step {current_step().idempotency_key}")
         return f"hello {name}"
 
     @app.workflow(name="greet")
     def greet(name: str) -> str:
         # Outside any step on purpose: this line counts executions of the body itself.
-        append(side_effect, f"body {name}")
+        sideeffects.append(side_effect, f"body {name}")
         return send_greeting(name)
 
     @app.workflow(name="farewell")
@@ -60,13 +54,14 @@ def wait_for(path: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4:
-        print(f"usage: {argv[0]} WORKDIR INDEX ROUNDS", file=sys.stderr)
+    if len(argv) != 3:
+        print(f"usage: {argv[0]} WORKDIR INDEX", file=sys.stderr)
         return 2
-    workdir, index, rounds = Path(argv[1]), int(argv[2]), int(argv[3])
+    workdir, index = Path(argv[1]), int(argv[2])
+    urls = (workdir / "urls").read_text().splitlines()
     (workdir / f"ready-{index}").touch()
-    for k in range(rounds):
-        app = build(workdir / f"runs-{k}.db", workdir / "side-effect.log")
+    for k, url in enumerate(urls):
+        app = build(url, workdir / "side-effect.log")
         wait_for(workdir / f"go-{k}")
         try:
             handle = app.start("greet", "x", run_id=RUN_ID)

@@ -7,109 +7,40 @@ of them creates the run and the others get a handle on it.
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
-from types import ModuleType
 
+import processes  # siblings in tests/integration
 import pytest
+import start_app
 
 from surestep import IdempotencyConflictError, State
 from surestep.testing import run_workflow
 
-START_APP = Path(__file__).with_name("start_app.py")
 PROCESSES = 6
-
-
-def _load_start_app() -> ModuleType:
-    # By file path, so the test does not depend on pytest's import mode or sys.path.
-    spec = importlib.util.spec_from_file_location("surestep_start_app", START_APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-start_app = _load_start_app()
 RUN_ID = start_app.RUN_ID
 
-Race = Callable[[int], list[list[str]]]
+
+def sqlite_urls(folder: Path, rounds: int) -> list[str]:
+    return [f"sqlite:///{folder / f'runs-{k}.db'}" for k in range(rounds)]
 
 
-@pytest.fixture
-def race(tmp_path: Path) -> Iterator[Race]:
-    """``race(rounds)``: in each round, all the processes start ``same-id`` on
-    ``runs-<round>.db`` at once. Returns each process's output lines."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def run(rounds: int) -> list[list[str]]:
-        for n in range(PROCESSES):
-            with (
-                (tmp_path / f"out-{n}").open("wb") as out,
-                (tmp_path / f"err-{n}").open("wb") as err,
-            ):
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(START_APP), str(tmp_path), str(n), str(rounds)],
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                    )
-                )
-        wait_for_files(lambda n: f"ready-{n}", "getting ready")
-        for k in range(rounds):
-            (tmp_path / f"go-{k}").touch()
-            wait_for_files(lambda n, k=k: f"done-{k}-{n}", f"finishing round {k}")
-        outputs = []
-        for n, proc in enumerate(procs):
-            status = proc.wait(timeout=60)
-            errors = read(f"err-{n}")
-            assert status == 0 and errors == "", f"process {n} exited {status}:\n{errors}"
-            outputs.append(read(f"out-{n}").splitlines())
-        return outputs
-
-    def wait_for_files(name: Callable[[int], str], what: str) -> None:
-        """Wait until each process ``n`` has created the file ``name(n)``."""
-        deadline = time.monotonic() + 60
-        while not all((tmp_path / name(n)).exists() for n in range(PROCESSES)):
-            for n, proc in enumerate(procs):
-                # Looked at after poll(): a process creates its file before it exits.
-                if proc.poll() is not None and not (tmp_path / name(n)).exists():
-                    pytest.fail(f"process {n} exited before {what}:\n{read(f'err-{n}')}")
-            assert time.monotonic() < deadline, f"the processes did not get {what} within 60s"
-            time.sleep(0.002)
-
-    def read(name: str) -> str:
-        return (tmp_path / name).read_text()
-
-    yield run
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
-def test_concurrent_starts_of_one_run_id_create_and_execute_it_once(
-    tmp_path: Path, race: Race
-) -> None:
-    db, side_effect = tmp_path / "runs-0.db", tmp_path / "side-effect.log"
+def test_concurrent_starts_of_one_run_id_create_and_execute_it_once(tmp_path: Path) -> None:
+    [url] = sqlite_urls(tmp_path, 1)
+    side_effect = tmp_path / "side-effect.log"
     # The schema exists before the race, so this test is about the run's creation alone;
     # the test below races on a new file.
-    app = start_app.build(db, side_effect)
+    app = start_app.build(url, side_effect)
     try:
         assert app.list_runs() == []
     finally:
         app.close()
 
-    outputs = race(1)
+    outputs = processes.race_starts(tmp_path, [url], PROCESSES)
     assert outputs == [[f"0 {RUN_ID}"]] * PROCESSES
 
-    app = start_app.build(db, side_effect)
+    app = start_app.build(url, side_effect)
     try:
         [run] = app.list_runs(limit=100)
         assert (run.id, run.workflow, run.state, run.inputs) == (
@@ -137,18 +68,18 @@ def test_concurrent_starts_of_one_run_id_create_and_execute_it_once(
 
 
 def test_processes_opening_a_new_database_at_once_all_migrate_and_start_it(
-    tmp_path: Path, race: Race
+    tmp_path: Path,
 ) -> None:
     # The window is a few milliseconds wide, so race on many new files.
     rounds = 150
-    outputs = race(rounds)
+    outputs = processes.race_starts(tmp_path, sqlite_urls(tmp_path, rounds), PROCESSES)
     failures = [line for lines in outputs for line in lines if " error " in line]
     assert failures == [], f"{len(failures)} of {rounds * PROCESSES} starts failed: {failures[:3]}"
     assert outputs == [[f"{k} {RUN_ID}" for k in range(rounds)]] * PROCESSES
 
     for k in range(rounds):
         db = tmp_path / f"runs-{k}.db"
-        app = start_app.build(db, tmp_path / "side-effect.log")
+        app = start_app.build(f"sqlite:///{db}", tmp_path / "side-effect.log")
         try:
             [run] = app.list_runs(limit=100)
             assert run.id == RUN_ID
@@ -164,7 +95,7 @@ def test_processes_opening_a_new_database_at_once_all_migrate_and_start_it(
 
 
 def test_reusing_a_run_id_for_other_work_is_a_conflict(tmp_path: Path) -> None:
-    app = start_app.build(tmp_path / "runs.db", tmp_path / "side-effect.log")
+    app = start_app.build(f"sqlite:///{tmp_path / 'runs.db'}", tmp_path / "side-effect.log")
     try:
         app.start("greet", "x", run_id=RUN_ID)
 

@@ -10,24 +10,22 @@ the lease token), so the run's history holds exactly one execution's results.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pg_app  # siblings in tests/integration
 import pg_history
 import pg_workers
+import processes
 import psycopg
 import pytest
 
 from surestep import App, RunRecord, State
 from surestep.storage.migrations import load as load_migrations
 
-START_APP = Path(__file__).with_name("pg_start_app.py")
 RUN_ID = "frozen-1"
 
 
@@ -228,50 +226,8 @@ def empty_schemas(postgres_schema_url: str) -> Iterator[list[str]]:
 def test_processes_opening_an_empty_schema_at_once_migrate_it_once(
     tmp_path: Path, empty_schemas: list[str]
 ) -> None:
-    (tmp_path / "urls").write_text("".join(f"{url}\n" for url in empty_schemas))
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def read(name: str) -> str:
-        return (tmp_path / name).read_text()
-
-    def wait_for_files(name: Callable[[int], str], what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not all((tmp_path / name(n)).exists() for n in range(PROCESSES)):
-            for n, proc in enumerate(procs):
-                # Looked at after poll(): a process creates its file before it exits.
-                if proc.poll() is not None and not (tmp_path / name(n)).exists():
-                    pytest.fail(f"process {n} exited before {what}:\n{read(f'err-{n}')}")
-            assert time.monotonic() < deadline, f"the processes did not get {what} within 60s"
-            time.sleep(0.002)
-
-    try:
-        for n in range(PROCESSES):
-            with (
-                (tmp_path / f"out-{n}").open("wb") as out,
-                (tmp_path / f"err-{n}").open("wb") as err,
-            ):
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(START_APP), str(tmp_path), str(n)],
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                    )
-                )
-        wait_for_files(lambda n: f"ready-{n}", "getting ready")
-        for k in range(ROUNDS):
-            (tmp_path / f"go-{k}").touch()
-            wait_for_files(lambda n, k=k: f"done-{k}-{n}", f"finishing round {k}")
-        for n, proc in enumerate(procs):
-            status = proc.wait(timeout=60)
-            errors = read(f"err-{n}")
-            assert status == 0 and errors == "", f"process {n} exited {status}:\n{errors}"
-            assert read(f"out-{n}").splitlines() == [f"{k} same-id" for k in range(ROUNDS)]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+    outputs = processes.race_starts(tmp_path, empty_schemas, PROCESSES)
+    assert outputs == [[f"{k} same-id" for k in range(ROUNDS)]] * PROCESSES
 
     migrations = [(m.version, m.name) for m in load_migrations("postgresql")]
     for url in empty_schemas:
