@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+from workload import add_noop_workflow  # benchmarks/workload.py
 
 from surestep import App
 
@@ -46,18 +47,7 @@ CORES = os.cpu_count() or 1
 
 def make_app(url: str) -> App:
     app = App(url)
-
-    @app.step()
-    def noop(i: int) -> int:
-        return i
-
-    @app.workflow(name="bench")
-    def bench(k: int) -> int:
-        total = 0
-        for i in range(k):
-            total += noop(i)
-        return total
-
+    add_noop_workflow(app)
     return app
 
 

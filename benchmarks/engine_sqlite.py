@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workload import add_noop_workflow  # benchmarks/workload.py
+
 from surestep import App
 
 
@@ -59,17 +61,7 @@ def one_round(folder: Path, workflows: int, steps: int, concurrency: int) -> dic
     latencies: list[float] = []
     finished: list[str] = []
     began: dict[str, float] = {}
-
-    @app.step()
-    def noop(i: int) -> int:
-        return i
-
-    @app.workflow(name="bench")
-    def bench(k: int) -> int:
-        total = 0
-        for i in range(k):
-            total += noop(i)
-        return total
+    bench = add_noop_workflow(app)
 
     @app.hook("before_step")
     def before(step: Any) -> None:
