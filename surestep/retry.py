@@ -105,6 +105,3 @@ class Retry:
 
 #: The policy of a step declared without ``retry=``.
 DEFAULT_RETRY = Retry()
-
-#: No retries at all: the first failure escalates.
-NO_RETRY = Retry(max_attempts=1)

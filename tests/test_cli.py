@@ -442,3 +442,29 @@ def test_send_delivers_an_event_to_a_waiting_run(db_url: str, clock: FakeClock) 
     missing = invoke("send", "nope", "approved", "--db", db_url)
     assert missing.exit_code == 1 and "no run with id 'nope'" in missing.output
     app.close()
+
+
+def test_prune_deletes_old_finished_runs_and_keeps_the_rest(db_url: str, clock: FakeClock) -> None:
+    app = App(db_url, clock=clock)  # the fake clock is years behind the CLI's real one
+
+    @app.step(name="boom", retry=Retry(max_attempts=1))
+    def boom() -> None:
+        raise ConnectionError("down")
+
+    @app.workflow(name="ok")
+    def ok() -> int:
+        return 1
+
+    @app.workflow(name="parked")
+    def parked() -> None:
+        boom()
+
+    run_workflow(app, ok, run_id="old-success")
+    run_workflow(app, parked, run_id="old-dead-letter")
+    app.start(ok, run_id="still-pending")
+    bad = invoke("prune", "--older-than", "30 days", "--db", db_url)
+    assert bad.exit_code == 2 and "s, m, h, d or w" in bad.output
+    done = invoke("prune", "--older-than", "30d", "--db", db_url)
+    assert done.exit_code == 0 and "deleted 1 finished run(s)" in done.output, done.output
+    assert sorted(r.id for r in app.list_runs()) == ["old-dead-letter", "still-pending"]
+    app.close()
