@@ -18,13 +18,12 @@ from surestep.errors import (
     ConfigurationError,
     LeaseLostError,
     MissingDependencyError,
-    SchemaVersionError,
     StorageError,
 )
 from surestep.states import State, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import load
+from surestep.storage.migrations import pending
 from surestep.storage.rows import Cursor, StepOutcome
 from surestep.storage.transient import retry_transient
 
@@ -306,9 +305,6 @@ class PostgresStore(CoordinationStore):
                 pause = min(pause * 2, 5.0)
 
     def _migrate(self, upgrade_to: int | None) -> None:
-        migrations = load("postgresql")
-        latest = migrations[-1].version
-        target = latest if upgrade_to is None else upgrade_to
         try:
             with self._pool.connection() as conn, conn.transaction():
                 # The advisory lock makes workers that start together against an empty
@@ -320,13 +316,7 @@ class PostgresStore(CoordinationStore):
                 )
                 row = conn.execute("SELECT MAX(version) FROM surestep_migrations").fetchone()
                 current = int(row[0] or 0) if row else 0
-                if current > latest:
-                    raise SchemaVersionError(
-                        f"the database {self._description} has schema version {current}, "
-                        f"newer than this surestep understands (up to {latest}). Upgrade "
-                        f"surestep (pip install -U surestep) before using this database"
-                    )
-                for migration in migrations[current:target]:
+                for migration in pending("postgresql", current, self._description, upgrade_to):
                     conn.execute(migration.sql.encode())  # several statements, no params
                     conn.execute(
                         "INSERT INTO surestep_migrations VALUES (%s, %s, %s)",

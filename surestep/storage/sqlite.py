@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from surestep.errors import SchemaVersionError, StorageError
+from surestep.errors import StorageError
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import load
+from surestep.storage.migrations import pending
 from surestep.storage.rows import Cursor
 
 _BUSY_TIMEOUT_MS = 30_000
@@ -104,9 +104,6 @@ class SQLiteStore(CoordinationStore):
                 pause = min(pause * 2, 0.1)
 
     def _migrate(self, upgrade_to: int | None) -> None:
-        migrations = load("sqlite")
-        latest = migrations[-1].version
-        target = latest if upgrade_to is None else upgrade_to
         cur = self._conn.cursor()
         # BEGIN IMMEDIATE takes the write lock first, so two processes opening an empty
         # file at once apply the migrations once, one after the other.
@@ -118,13 +115,7 @@ class SQLiteStore(CoordinationStore):
             )
             cur.execute("SELECT MAX(version) FROM surestep_migrations")
             current = int(cur.fetchone()[0] or 0)
-            if current > latest:
-                raise SchemaVersionError(
-                    f"the database {self.path!r} has schema version {current}, newer than "
-                    f"this surestep understands (up to {latest}). Upgrade surestep "
-                    f"(pip install -U surestep) before using this database"
-                )
-            for migration in migrations[current:target]:
+            for migration in pending("sqlite", current, repr(self.path), upgrade_to):
                 for statement in _statements(migration.sql):
                     cur.execute(statement)
                 cur.execute(
