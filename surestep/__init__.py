@@ -2,7 +2,18 @@
 
 from surestep.app import App, RunHandle
 from surestep.clock import Clock, FakeClock, SystemClock
-from surestep.context import StepContext, current_step
+from surestep.engine.context import StepContext, current_step
+from surestep.engine.waits import (
+    run_child,
+    run_child_async,
+    sleep,
+    sleep_async,
+    wait_for_any,
+    wait_for_any_async,
+    wait_for_event,
+    wait_for_event_async,
+)
+from surestep.engine.worker import Worker
 from surestep.errors import (
     Cancelled,
     ConfigurationError,
@@ -27,17 +38,6 @@ from surestep.errors import (
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.retry import Retry
 from surestep.states import State
-from surestep.waits import (
-    run_child,
-    run_child_async,
-    sleep,
-    sleep_async,
-    wait_for_any,
-    wait_for_any_async,
-    wait_for_event,
-    wait_for_event_async,
-)
-from surestep.worker import Worker
 
 __all__ = [
     "App",

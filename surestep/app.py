@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from surestep.clock import Clock, SystemClock
+from surestep.engine.steps import make_step_wrapper
+from surestep.engine.worker import Wakers, Worker
 from surestep.errors import (
     ConfigurationError,
     ResultTimeoutError,
@@ -26,9 +28,7 @@ from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.serialization import dumps, loads_raw
 from surestep.states import SETTLED, State
-from surestep.steps import make_step_wrapper
 from surestep.storage import Store, open_store
-from surestep.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,8 +62,7 @@ class App:
         self.hooks = Hooks()
         self._store: Store | None = None
         self._store_lock = threading.Lock()
-        # Workers in this process, woken when a run is started here.
-        self._wakers: set[Callable[[], None]] = set()
+        self.wakers = Wakers()
 
     @property
     def store(self) -> Store:
@@ -206,8 +205,7 @@ class App:
             on_deadline=None if deadline is None else on_deadline,
         )
         if created:
-            for wake in list(self._wakers):
-                wake()
+            self.wakers.wake_all()
         return RunHandle(self, run_id)
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -258,8 +256,7 @@ class App:
             raise ConfigurationError(f"an event name must be a non-empty string, got {name!r}")
         text = dumps(payload, f"payload of event {name!r}")
         self.store.send_event(run_id, name, text, actor or self.actor, self.clock.now())
-        for wake in list(self._wakers):
-            wake()
+        self.wakers.wake_all()
 
     def retry(self, run_id: str, *, actor: str | None = None) -> list[str]:
         """Redrive a dead-lettered run from its failed step; completed steps are not re-run.
@@ -267,8 +264,7 @@ class App:
         Returns the names of the steps that get a fresh retry budget.
         """
         steps = self.store.redrive(run_id, actor or self.actor, "redriven", self.clock.now())
-        for wake in list(self._wakers):
-            wake()
+        self.wakers.wake_all()
         return steps
 
     def prune(self, older_than: timedelta, *, batch: int = 1000) -> int:

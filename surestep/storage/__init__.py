@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs, urlsplit
 
 from surestep.errors import ConfigurationError
 from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
 from surestep.storage.coordination import CoordinationStore as Store
+from surestep.storage.urls import redact
 
 __all__ = [
     "ClaimedRun",
@@ -23,15 +23,6 @@ _SQLITE_HELP = (
     "use sqlite:///relative/path.db or sqlite:////absolute/path.db "
     "(optionally ?synchronous=normal), or postgresql://user@host/database"
 )
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***``.
-
-    >>> redact("postgresql://app:s3cret@db/prod")
-    'postgresql://app:***@db/prod'
-    """
-    return re.sub(r"(://[^\s:/@]*:)[^\s@/]*@", r"\1***@", str(text))
 
 
 def open_store(url: str) -> Store:

@@ -26,6 +26,7 @@ from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import pending
 from surestep.storage.rows import Cursor, StepOutcome
 from surestep.storage.transient import retry_transient
+from surestep.storage.urls import redact
 
 try:
     import psycopg
@@ -349,8 +350,6 @@ def _split_options(url: str) -> tuple[str, int]:
 
 
 def _redacted(url: str) -> str:
-    from surestep.storage import redact
-
     return redact(url)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import sideeffects  # tests/integration/sideeffects.py
 
 from surestep import App, current_step
-from surestep.context import CURRENT_RUN
+from surestep.engine.context import CURRENT_RUN
 
 
 def step_output(seed: int, i: int) -> int:

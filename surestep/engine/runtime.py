@@ -15,12 +15,15 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from surestep.clock import Clock
-from surestep.context import CURRENT_RUN, CURRENT_STEP, StepContext
+from surestep.engine.context import CURRENT_RUN, CURRENT_STEP, StepContext
+from surestep.engine.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
+from surestep.engine.steps import await_with_timeout, call_with_timeout
 from surestep.errors import (
     Cancelled,
     LeaseLostError,
@@ -29,15 +32,12 @@ from surestep.errors import (
     StepError,
     StorageError,
 )
-from surestep.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
 from surestep.hooks import Hooks
 from surestep.registry import StepDef, WorkflowDef
 from surestep.retry import Escalate, GiveUp, RetryAfter
 from surestep.serialization import dumps
 from surestep.states import State
-from surestep.steps import await_with_timeout, call_with_timeout
 from surestep.storage import ClaimedRun, RecordedStep, StepOutcome, Store
-from surestep.waits import Waits
 
 log = logging.getLogger("surestep.runtime")
 
@@ -49,8 +49,9 @@ class _Attempt:
     retry_base: int
 
 
-class RunExecution(Waits):
-    """One execution of one claimed run, by one worker."""
+class RunExecution:
+    """One execution of one claimed run, by one worker; it implements the
+    :class:`~surestep.engine.context.ActiveRun` seam that steps and waits stand on."""
 
     def __init__(
         self,
@@ -398,12 +399,8 @@ class RunExecution(Waits):
         raise StepError(step.name, info["type"], info["message"]) from exc
 
     def _record(self, context: StepContext, outcome: StepOutcome) -> None:
-        try:
+        with self.guarded():
             self.store.record_step(self.run_id, self.token, self.worker, outcome)
-        except LeaseLostError as exc:
-            self.lost(exc)
-        except StorageError as exc:
-            self.storage_trouble(exc)
         if self.hooks.after_step:
             Hooks.emit(
                 self.hooks.after_step,
@@ -411,6 +408,16 @@ class RunExecution(Waits):
                 outcome.to_state,
                 outcome.finished_at - outcome.started_at,
             )
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """Around a write fenced by this run's lease token."""
+        try:
+            yield
+        except LeaseLostError as exc:
+            self.lost(exc)
+        except StorageError as exc:
+            self.storage_trouble(exc)
 
     def lost(self, exc: LeaseLostError) -> NoReturn:
         """This worker no longer holds the run: stop writing. If it was cancelled, the

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from surestep.context import CURRENT_RUN, CURRENT_STEP
+from surestep.engine.context import workflow_run
 from surestep.errors import StepTimeoutError
 from surestep.registry import StepDef
 
@@ -61,8 +61,8 @@ def make_step_wrapper(step: StepDef) -> Callable[..., Any]:
     fn = step.fn
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        run = CURRENT_RUN.get()
-        if run is None or CURRENT_STEP.get() is not None:
+        run = workflow_run()
+        if run is None:
             return fn(*args, **kwargs)  # outside a workflow, or a step inside a step
         if step.is_async and run.loop is not None and _on_loop(run.loop):
             return run.run_step_async(step, run.next_position(), args, kwargs)

@@ -18,24 +18,55 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from surestep.engine.runtime import RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
-from surestep.runtime import RunExecution
 from surestep.storage import ClaimedRun
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from surestep.app import App
+    from surestep.clock import Clock
+    from surestep.registry import Registry
+    from surestep.storage import Store
 
 log = logging.getLogger("surestep.worker")
 
 #: How often a worker checks that the async runs it executes were not cancelled.
 _CANCEL_CHECK_SECONDS = 0.5
+
+
+class Wakers:
+    """The workers of one App in this process: a run started here wakes them at once,
+    rather than at their next poll."""
+
+    def __init__(self) -> None:
+        self._wakers: set[Callable[[], None]] = set()
+
+    def add(self, wake: Callable[[], None]) -> None:
+        self._wakers.add(wake)
+
+    def discard(self, wake: Callable[[], None]) -> None:
+        self._wakers.discard(wake)
+
+    def wake_all(self) -> None:
+        for wake in list(self._wakers):
+            wake()
+
+
+class WorkerHost(Protocol):
+    """What a worker needs of its App (an :class:`surestep.App` is one)."""
+
+    clock: Clock
+    registry: Registry
+    hooks: Hooks
+    wakers: Wakers
+
+    @property
+    def store(self) -> Store: ...
 
 
 def host_key() -> str:
@@ -68,7 +99,7 @@ class Worker:
 
     def __init__(
         self,
-        app: App,
+        app: WorkerHost,
         *,
         concurrency: int = 16,
         lease_seconds: float = 30.0,
@@ -134,7 +165,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         wake = self._wake_from_any_thread
-        self.app._wakers.add(wake)
+        self.app.wakers.add(wake)
         unlisten = self.app.store.listen(wake)
         beat = asyncio.create_task(self._heartbeat())
         watch = asyncio.create_task(self._watch_cancellations())
@@ -143,7 +174,7 @@ class Worker:
             self._recover_local()
             await self._claim_loop(threads, until)
         finally:
-            self.app._wakers.discard(wake)
+            self.app.wakers.discard(wake)
             if unlisten is not None:
                 unlisten()
             beat.cancel()
