@@ -23,6 +23,7 @@ from surestep.clock import Clock
 from surestep.context import CURRENT_RUN, CURRENT_STEP, StepContext
 from surestep.errors import (
     Cancelled,
+    CorruptRecordError,
     LeaseLostError,
     NonDeterminismError,
     SerializationError,
@@ -470,6 +471,10 @@ class RunExecution(Waits):
             to_state, reason, available_at = verdict.state, verdict.reason, verdict.available_at
             waiting_for = verdict.waiting_for
             error = None if verdict.error is None else dumps(verdict.error, "error")
+        elif isinstance(raised, CorruptRecordError):
+            # A record of the run cannot be read: quarantine it for repair and retry.
+            to_state, reason = State.DEAD_LETTER, raised.reason
+            error = dumps(error_info(raised), "error")
         elif raised is not None:
             info = error_info(raised)
             to_state, reason = State.FAILED, f"{info['type']}: {info['message']}"

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from surestep.context import CURRENT_RUN, CURRENT_STEP
 from surestep.errors import (
+    CorruptRecordError,
     EventTimeoutError,
     LeaseLostError,
     StepError,
@@ -31,7 +32,7 @@ from surestep.errors import (
     SurestepError,
     UnknownWorkflowError,
 )
-from surestep.halts import Verdict
+from surestep.halts import Verdict, error_info
 from surestep.serialization import dumps
 from surestep.states import State
 
@@ -203,6 +204,8 @@ class Waits:
             self.lost(exc)
         except StorageError as exc:
             self.storage_trouble(exc)
+        except CorruptRecordError as exc:  # an unreadable event payload: quarantine
+            self.halt(Verdict(State.DEAD_LETTER, exc.reason, error=error_info(exc)))
 
 
 def _message(output: str | None) -> tuple[str, Any] | None:

@@ -42,6 +42,12 @@ def postgres_schema(store: Store) -> list[tuple[str, ...]]:
             " ORDER BY trigger_name, event_manipulation"
         )
         found += [("trigger", *row) for row in cur.fetchall()]
+        cur.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace"
+            " ORDER BY conname"
+        )
+        found += [("constraint", *row) for row in cur.fetchall()]
     return found
 
 
