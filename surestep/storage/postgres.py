@@ -25,7 +25,7 @@ from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import pending
 from surestep.storage.rows import Cursor, StepOutcome
-from surestep.storage.transient import retry_transient
+from surestep.storage.transient import postgres_transient, retry_transient
 
 try:
     import psycopg
@@ -173,7 +173,9 @@ class PostgresStore(CoordinationStore):
             raise StorageError(
                 f"cannot connect to PostgreSQL at {self._description}: {reason} (check that "
                 f"the server is running and reachable, and that the user and database exist)",
-                transient=isinstance(exc, psycopg.OperationalError),
+                transient=postgres_transient(
+                    getattr(exc, "sqlstate", None), isinstance(exc, psycopg.OperationalError)
+                ),
             ) from None
 
     def transaction(self) -> AbstractContextManager[Cursor]:
@@ -355,15 +357,16 @@ def _redacted(url: str) -> str:
 
 
 def _explain(exc: psycopg.Error, where: str) -> StorageError:
-    transient = isinstance(exc, psycopg.OperationalError) or getattr(exc, "sqlstate", "") in (
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "57P01",  # admin_shutdown
-    )
+    sqlstate = getattr(exc, "sqlstate", None)
+    transient = postgres_transient(sqlstate, isinstance(exc, psycopg.OperationalError))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = (
-        "the connection failed; surestep retries with backoff"
-        if transient
-        else "see the PostgreSQL message"
-    )
-    return StorageError(f"PostgreSQL at {where}: {text} ({hint})", transient=transient)
+    if transient:
+        hint = "a transient error: the connection failed, or the server is busy or restarting"
+    elif sqlstate == "23514":
+        hint = "surestep's schema refuses this row; it is not retried"
+    elif sqlstate is not None and sqlstate.startswith("54"):
+        hint = "a value is too large for the database (an id or name?); it is not retried"
+    else:
+        hint = "see the PostgreSQL message; it is not retried"
+    code = "" if sqlstate is None else f" [SQLSTATE {sqlstate}]"
+    return StorageError(f"PostgreSQL at {where}: {text}{code} ({hint})", transient=transient)

@@ -19,6 +19,7 @@ from surestep.errors import StorageError
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import pending
 from surestep.storage.rows import Cursor
+from surestep.storage.transient import sqlite_transient
 
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -144,7 +145,7 @@ class SQLiteStore(CoordinationStore):
             hint = "another process holds the database lock; is one stuck?"
         else:
             hint = "see the SQLite message above"
-        transient = "locked" in text or "busy" in text
+        transient = sqlite_transient(getattr(exc, "sqlite_errorcode", None), text)
         return StorageError(f"SQLite database {self.path!r}: {text} ({hint})", transient=transient)
 
 
