@@ -23,7 +23,7 @@ from surestep.errors import (
 from surestep.states import State, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import pending
+from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import Cursor, StepOutcome
 from surestep.storage.transient import postgres_transient, retry_transient
 
@@ -157,7 +157,11 @@ class PostgresStore(CoordinationStore):
                 f"server running and reachable, and do the user and database exist?",
                 transient=True,
             ) from None
-        self._migrate(upgrade_to)
+        try:
+            self._migrate(upgrade_to)
+        except BaseException:
+            self._pool.close()
+            raise
 
     @property
     def description(self) -> str:
@@ -318,6 +322,13 @@ class PostgresStore(CoordinationStore):
                 )
                 row = conn.execute("SELECT MAX(version) FROM surestep_migrations").fetchone()
                 current = int(row[0] or 0) if row else 0
+                names = conn.execute(
+                    "SELECT relname FROM pg_class"
+                    " WHERE relnamespace = current_schema()::regnamespace"
+                    " UNION ALL SELECT conname FROM pg_constraint"
+                    " WHERE connamespace = current_schema()::regnamespace"
+                ).fetchall()
+                check_recorded("postgresql", current, {n[0] for n in names}, self._description)
                 for migration in pending("postgresql", current, self._description, upgrade_to):
                     conn.execute(migration.sql.encode())  # several statements, no params
                     conn.execute(

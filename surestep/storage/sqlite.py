@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from surestep.errors import StorageError
+from surestep.errors import SchemaVersionError, StorageError
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import pending
+from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import sqlite_transient
 
@@ -47,6 +47,9 @@ class SQLiteStore(CoordinationStore):
             self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate(upgrade_to)
+        except SchemaVersionError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
         except OSError as exc:
@@ -116,6 +119,8 @@ class SQLiteStore(CoordinationStore):
             )
             cur.execute("SELECT MAX(version) FROM surestep_migrations")
             current = int(cur.fetchone()[0] or 0)
+            cur.execute("SELECT name FROM sqlite_master")
+            check_recorded("sqlite", current, {row[0] for row in cur.fetchall()}, repr(self.path))
             for migration in pending("sqlite", current, repr(self.path), upgrade_to):
                 for statement in _statements(migration.sql):
                     cur.execute(statement)
