@@ -17,6 +17,7 @@ from surestep.engine.worker import Worker
 from surestep.errors import (
     Cancelled,
     ConfigurationError,
+    CorruptRecordError,
     DuplicateWorkflowError,
     EventTimeoutError,
     IdempotencyConflictError,
@@ -45,6 +46,7 @@ __all__ = [
     "Cancelled",
     "Clock",
     "ConfigurationError",
+    "CorruptRecordError",
     "DuplicateWorkflowError",
     "EventRecord",
     "EventTimeoutError",

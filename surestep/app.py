@@ -23,6 +23,7 @@ from surestep.errors import (
     UnknownWorkflowError,
 )
 from surestep.hooks import Hooks
+from surestep.names import check_name
 from surestep.records import RunRecord
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
@@ -181,8 +182,8 @@ class App:
         have compensations) or ``"review"`` (the run parks in needs_review).
         """
         wf = self._resolve(workflow)
-        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
-            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r}")
+        if run_id is not None:
+            check_name("run_id", run_id)
         if on_deadline not in ON_DEADLINE:
             raise ConfigurationError(
                 f"on_deadline={on_deadline!r}; use one of {', '.join(ON_DEADLINE)}"
@@ -242,6 +243,7 @@ class App:
         A pending, waiting or dead-lettered run is cancelled at once; a running run stops
         at its next step boundary (the step in flight finishes, its result is discarded).
         """
+        check_name("run_id", run_id)
         return self.store.cancel(run_id, actor or self.actor, reason, self.clock.now())
 
     def send_event(
@@ -252,8 +254,8 @@ class App:
         If the run waits for it, it wakes; if not yet, the event is buffered until a
         ``wait_for_event(name)`` consumes it. A finished or unknown run is an error.
         """
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"an event name must be a non-empty string, got {name!r}")
+        check_name("run_id", run_id)
+        check_name("event name", name)
         text = dumps(payload, f"payload of event {name!r}")
         self.store.send_event(run_id, name, text, actor or self.actor, self.clock.now())
         self.wakers.wake_all()
@@ -263,6 +265,7 @@ class App:
 
         Returns the names of the steps that get a fresh retry budget.
         """
+        check_name("run_id", run_id)
         steps = self.store.redrive(run_id, actor or self.actor, "redriven", self.clock.now())
         self.wakers.wake_all()
         return steps

@@ -65,6 +65,32 @@ class SchemaVersionError(StorageError):
     code = "schema_version"
 
 
+class CorruptRecordError(SurestepError):
+    """A stored record cannot be decoded: a state surestep does not know, or a JSON
+    column that is not JSON (a hand edit, a downgrade, a bug).
+
+    ``reason`` is ``corrupt record: TABLE.COLUMN, run ID, position P``: what a worker
+    records when it quarantines the run (moves it to dead_letter) and claims others.
+    """
+
+    code = "corrupt_record"
+
+    def __init__(
+        self, table: str, column: str, run_id: str, position: int | None, detail: str
+    ) -> None:
+        self.table = table
+        self.column = column
+        self.run_id = run_id
+        self.position = position
+        self.detail = detail
+        where = "" if position is None else f", position {position}"
+        self.reason = f"corrupt record: {table}.{column}, run {run_id}{where}"
+        super().__init__(
+            f"{self.reason}: {detail}. Repair the row by hand (or restore it from a "
+            f"backup), then `surestep retry {run_id}`"
+        )
+
+
 class RunNotFoundError(SurestepError):
     """No run has that id."""
 

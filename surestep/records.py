@@ -64,7 +64,8 @@ class RunRecord:
     id: str
     workflow: str
     workflow_version: str
-    state: State
+    # A plain str only when the stored state is one surestep does not know (see corrupt).
+    state: State | str
     inputs: dict[str, Any]
     output: Any
     error: dict[str, Any] | None
@@ -80,3 +81,7 @@ class RunRecord:
     deadline_breached_at: float | None = None
     waiting_for: tuple[str, ...] = ()  # "event:NAME" / "child:RUN_ID"
     compensating: State | None = None  # undoing its steps, then ends in this state
+    # What cannot be decoded ("corrupt record: TABLE.COLUMN, run ID, position P: why"):
+    # such a field reads as None (a step, attempt or event whose state is unknown is
+    # left out), so that listings still show the run.
+    corrupt: tuple[str, ...] = ()

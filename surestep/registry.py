@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from surestep.errors import ConfigurationError, DuplicateWorkflowError, UnknownWorkflowError
+from surestep.names import check_name
 from surestep.retry import Retry
 from surestep.serialization import Codec
 
@@ -44,8 +45,8 @@ class Registry:
         self._steps: dict[str, StepDef] = {}
 
     def add_workflow(self, fn: Callable[..., Any], name: str, version: str) -> WorkflowDef:
-        if not name or not isinstance(name, str):
-            raise ConfigurationError(f"workflow name must be a non-empty string, got {name!r}")
+        check_name("workflow name", name)
+        check_name(f"version of workflow {name!r}", str(version))
         if name in self._workflows:
             other = self._workflows[name].fn
             raise DuplicateWorkflowError(
@@ -65,6 +66,7 @@ class Registry:
         on_exhausted: str,
         compensate: StepDef | None = None,
     ) -> StepDef:
+        check_name("step name", name)
         if name in self._steps:
             raise DuplicateWorkflowError(
                 f"step {name!r} is already registered; give one of them another name=..."

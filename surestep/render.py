@@ -38,9 +38,11 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def state_text(state: State | None) -> Text:
+def state_text(state: State | str | None) -> Text:
     if state is None:
         return Text("—", style="dim")
+    if not isinstance(state, State):  # a corrupt record: shown as stored
+        return Text(f"{state} (corrupt)", style="bold red")
     return Text(state.value, style=STATE_STYLES.get(state, ""))
 
 
@@ -72,6 +74,14 @@ def error_summary(error: dict[str, Any] | None, width: int = 80) -> str:
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
+def corrupt_summary(run: RunRecord, width: int = 80) -> str:
+    """``corrupt: ...`` for a run with a record that cannot be decoded, else ''."""
+    if not run.corrupt:
+        return ""
+    first = f"corrupt: {run.corrupt[0].removeprefix('corrupt record: ')}"
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
 def run_summary(run: RunRecord) -> dict[str, Any]:
     """A run as JSON, without the steps and events that listings do not load."""
     data = asdict(run)
@@ -98,7 +108,7 @@ def runs_table(found: Sequence[RunRecord]) -> Table:
             state_text(run.state),
             format_time(run.created_at),
             format_time(run.updated_at),
-            Text(error_summary(run.error)),
+            Text(corrupt_summary(run) or error_summary(run.error)),
         )
     return table
 
@@ -133,6 +143,20 @@ def run_header(run: RunRecord) -> Table:
     if run.deadline_breached_at is not None:
         rows.append(("deadline breached", Text(format_time(run.deadline_breached_at), "red")))
     rows += [("created", format_time(run.created_at)), ("updated", format_time(run.updated_at))]
+    for problem in run.corrupt:
+        rows.append(("corrupt", Text(problem, style="bold red")))
+    if run.corrupt:
+        rows.append(
+            (
+                "",
+                Text(
+                    "surestep cannot decode these records, so they are left out or shown "
+                    "empty above. Repair the rows by hand (or restore them from a backup), "
+                    f"then `surestep retry {run.id}` if the run is dead-lettered",
+                    style="red",
+                ),
+            )
+        )
     for key, value in rows:
         grid.add_row(key, value)
     return grid
@@ -266,7 +290,10 @@ def dead_letter_table(found: Sequence[RunRecord]) -> Table:
             Text(f"{run.workflow}@{run.workflow_version}"),
             Text("" if step is None else f"{step.position} {step.name}"),
             "" if step is None else str(step.attempts),
-            Text(error_summary(run.error if step is None else last_failure(step))),
+            Text(
+                corrupt_summary(run)
+                or error_summary(run.error if step is None else last_failure(step))
+            ),
             format_time(run.updated_at),
         )
     return table

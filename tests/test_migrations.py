@@ -42,6 +42,12 @@ def postgres_schema(store: Store) -> list[tuple[str, ...]]:
             " ORDER BY trigger_name, event_manipulation"
         )
         found += [("trigger", *row) for row in cur.fetchall()]
+        cur.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+            " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace"
+            " ORDER BY conname"
+        )
+        found += [("constraint", *row) for row in cur.fetchall()]
     return found
 
 
@@ -112,3 +118,46 @@ def test_a_schema_newer_than_the_code_is_refused_on_both_dialects(db_url: str) -
     store.close()
     with pytest.raises(SchemaVersionError, match=r"schema version 99.*Upgrade surestep"):
         open_store(db_url)
+
+
+@pytest.mark.parametrize("version", [3, None])
+def test_a_lost_version_record_is_explained_with_the_repair(
+    db_url: str, version: int | None
+) -> None:
+    latest = load(dialect(db_url))[-1].version
+    version = version or latest
+    store = open_at(db_url, version)
+    with store.transaction() as cur:
+        cur.execute("DROP TABLE surestep_migrations")
+    store.close()
+
+    with pytest.raises(SchemaVersionError) as caught:
+        open_store(db_url)
+    message = str(caught.value)
+    assert "no record of its schema version" in message
+    assert f"looks like version {version}" in message
+
+    # The repair the message gives works as printed.
+    repair = message.split("with this SQL and try again: ", 1)[1]
+    run_sql(db_url, [part for part in repair.split(";") if part.strip()])
+    repaired = open_store(db_url)
+    try:
+        assert repaired.schema_version() == latest
+    finally:
+        repaired.close()
+
+
+def run_sql(db_url: str, statements: list[str]) -> None:
+    """Run SQL as an operator would, with the database's own client (no surestep)."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as pg:
+        for statement in statements:
+            pg.execute(statement.encode())

@@ -26,6 +26,7 @@ from surestep.engine.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_in
 from surestep.engine.steps import await_with_timeout, call_with_timeout
 from surestep.errors import (
     Cancelled,
+    CorruptRecordError,
     LeaseLostError,
     NonDeterminismError,
     SerializationError,
@@ -418,6 +419,8 @@ class RunExecution:
             self.lost(exc)
         except StorageError as exc:
             self.storage_trouble(exc)
+        except CorruptRecordError as exc:  # e.g. an unreadable event payload: quarantine
+            self.halt(Verdict(State.DEAD_LETTER, exc.reason, error=error_info(exc)))
 
     def lost(self, exc: LeaseLostError) -> NoReturn:
         """This worker no longer holds the run: stop writing. If it was cancelled, the
@@ -477,6 +480,10 @@ class RunExecution:
             to_state, reason, available_at = verdict.state, verdict.reason, verdict.available_at
             waiting_for = verdict.waiting_for
             error = None if verdict.error is None else dumps(verdict.error, "error")
+        elif isinstance(raised, CorruptRecordError):
+            # A record of the run cannot be read: quarantine it for repair and retry.
+            to_state, reason = State.DEAD_LETTER, raised.reason
+            error = dumps(error_info(raised), "error")
         elif raised is not None:
             info = error_info(raised)
             to_state, reason = State.FAILED, f"{info['type']}: {info['message']}"

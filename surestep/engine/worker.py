@@ -211,6 +211,13 @@ class Worker:
                 await self._nap(0.5 if exc.transient else 5.0)
                 self._release_orphans()
                 continue
+            except Exception:
+                # Not the database's trouble: a bug. Log it and keep claiming, since
+                # one bad run must not stop a worker that other runs need.
+                log.exception("worker %s: claiming runs failed; trying again", self.id)
+                await self._nap(5.0)
+                self._release_orphans()
+                continue
             for run in claimed:
                 task = asyncio.create_task(self._execute(run, threads))
                 self._running[task] = run

@@ -9,23 +9,29 @@ connection handling and a handful of SQL differences; nothing else.
 from __future__ import annotations
 
 import json
+import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from surestep.errors import (
+    CorruptRecordError,
     IdempotencyConflictError,
     InvalidOperationError,
     LeaseLostError,
     RunNotFoundError,
 )
 from surestep.states import State, check_run_transition, check_step_transition
+from surestep.storage.decode import Where, json_value, optional_state
+from surestep.storage.decode import state as state_of
 from surestep.storage.reads import RunQueries
 from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
 from surestep.storage.transient import retry_transient
 
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
+
+log = logging.getLogger("surestep.storage")
 
 
 #: What a claim reads of each due run (``available_at`` last, to order by).
@@ -149,7 +155,9 @@ class SQLStore(RunQueries):
                 f"run id {run_id!r} is taken by a run of workflow {existing_workflow!r}; "
                 f"choose another run_id for workflow {workflow!r}"
             )
-        if json.loads(existing_inputs) != json.loads(inputs):
+        if json_value(existing_inputs, Where("surestep_runs", run_id), "inputs") != json.loads(
+            inputs
+        ):
             raise IdempotencyConflictError(
                 f"run id {run_id!r} already exists with other inputs; a run id names one "
                 f"piece of work, so start different inputs under a different run_id"
@@ -192,11 +200,68 @@ class SQLStore(RunQueries):
                     for row in rows
                 ],
             )
-            recorded = self._recorded(cur, [row[0] for row in rows])
+            problems: dict[str, CorruptRecordError] = {}
+            recorded = self._recorded(cur, [row[0] for row in rows], problems)
+            for row in rows:
+                self._check_run_row(row, problems)
+            for run_id, problem in problems.items():
+                token = next(row[5] + 1 for row in rows if row[0] == run_id)
+                self._quarantine(cur, run_id, token, worker, problem, now)
         return [
             ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7])
             for r in rows
+            if r[0] not in problems
         ]
+
+    @staticmethod
+    def _check_run_row(row: Sequence[Any], problems: dict[str, CorruptRecordError]) -> None:
+        """Note a claimed run whose own columns the worker could not decode."""
+        where = Where("surestep_runs", row[0])
+        try:
+            json_value(row[4], where, "inputs")
+            optional_state(row[7], where, "compensating")
+        except CorruptRecordError as exc:
+            problems.setdefault(row[0], exc)
+
+    def _quarantine(
+        self,
+        cur: Cursor,
+        run_id: str,
+        token: int,
+        worker: str,
+        problem: CorruptRecordError,
+        now: float,
+    ) -> None:
+        """Dead-letter a run this worker just claimed, because a record of it cannot be
+        decoded: executing it would fail it for good (or stop the worker), while parked
+        it waits for a repair and `surestep retry`. Fenced by the claim's token."""
+        check_run_transition(State.RUNNING, State.DEAD_LETTER)
+        error = json.dumps({"type": "CorruptRecordError", "message": str(problem)})
+        # An unknown `compensating` state is cleared (the error keeps what it was): the
+        # schema's state check would refuse the row otherwise.
+        clear = problem.table == "surestep_runs" and problem.column == "compensating"
+        cur.execute(
+            "UPDATE surestep_runs SET state = 'dead_letter', lease_owner = NULL,"
+            " lease_expires_at = NULL, available_at = NULL, updated_at = ?, error = ?,"
+            " compensating = CASE WHEN ? THEN NULL ELSE compensating END"
+            " WHERE id = ? AND lease_token = ? AND state = 'running'",
+            (now, error, clear, run_id, token),
+        )
+        cur.execute(
+            EVENT_INSERT,
+            (
+                run_id,
+                None,
+                None,
+                State.RUNNING,
+                State.DEAD_LETTER,
+                now,
+                worker,
+                problem.reason,
+                None,
+            ),
+        )
+        log.error("run %s quarantined in dead_letter: %s", run_id, problem)
 
     def _due_runs(
         self, workflows: Sequence[tuple[str, str]], now: float, limit: int
@@ -495,4 +560,4 @@ class SQLStore(RunQueries):
             raise RunNotFoundError(
                 f"no run with id {run_id!r}; `surestep runs` lists the runs there are"
             )
-        return State(row[0])
+        return state_of(row[0], Where("surestep_runs", run_id))

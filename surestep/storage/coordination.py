@@ -15,9 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from surestep.errors import InvalidOperationError, LeaseLostError, RunNotFoundError
+from surestep.errors import (
+    CorruptRecordError,
+    InvalidOperationError,
+    LeaseLostError,
+    RunNotFoundError,
+)
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.base import EVENT_INSERT, SQLStore
+from surestep.storage.decode import Where, json_value
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import retry_transient
 
@@ -392,11 +398,13 @@ class CoordinationStore(SQLStore):
         row = cur.fetchone()
         if row is None:
             return None
+        where = Where("surestep_messages", run_id, position)
+        payload = json_value(row[2], where, f"payload (event {row[1]!r}, message {row[0]})")
         cur.execute(
             "UPDATE surestep_messages SET consumed_at = ?, consumed_position = ? WHERE id = ?",
             (now, position, row[0]),
         )
-        return json.dumps({"event": row[1], "payload": json.loads(row[2])})
+        return json.dumps({"event": row[1], "payload": payload})
 
     def _ready(self, cur: Cursor, run_id: str, waiting_for: Sequence[str]) -> bool:
         """Whether anything a run waits for has happened already: a buffered event it
@@ -432,7 +440,13 @@ class CoordinationStore(SQLStore):
         row = cur.fetchone()
         if row is None or row[0] != State.WAITING or not row[1]:
             return
-        if reason in json.loads(row[1]):
+        try:
+            waits_for = json_value(row[1], Where("surestep_runs", run_id), "waiting_for")
+        except CorruptRecordError:
+            # Unreadable: wake the run anyway. A run woken early finds nothing at its
+            # wait and waits again, with a fresh waiting_for; one never woken is stuck.
+            waits_for = [reason]
+        if reason in waits_for:
             cur.execute(
                 "UPDATE surestep_runs SET available_at = ?, waiting_for = NULL WHERE id = ?",
                 (now, run_id),

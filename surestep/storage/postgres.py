@@ -23,9 +23,9 @@ from surestep.errors import (
 from surestep.states import State, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import pending
+from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import Cursor, StepOutcome
-from surestep.storage.transient import retry_transient
+from surestep.storage.transient import postgres_transient, retry_transient
 from surestep.storage.urls import redact
 
 try:
@@ -158,7 +158,11 @@ class PostgresStore(CoordinationStore):
                 f"server running and reachable, and do the user and database exist?",
                 transient=True,
             ) from None
-        self._migrate(upgrade_to)
+        try:
+            self._migrate(upgrade_to)
+        except BaseException:
+            self._pool.close()
+            raise
 
     @property
     def description(self) -> str:
@@ -174,7 +178,9 @@ class PostgresStore(CoordinationStore):
             raise StorageError(
                 f"cannot connect to PostgreSQL at {self._description}: {reason} (check that "
                 f"the server is running and reachable, and that the user and database exist)",
-                transient=isinstance(exc, psycopg.OperationalError),
+                transient=postgres_transient(
+                    getattr(exc, "sqlstate", None), isinstance(exc, psycopg.OperationalError)
+                ),
             ) from None
 
     def transaction(self) -> AbstractContextManager[Cursor]:
@@ -317,6 +323,13 @@ class PostgresStore(CoordinationStore):
                 )
                 row = conn.execute("SELECT MAX(version) FROM surestep_migrations").fetchone()
                 current = int(row[0] or 0) if row else 0
+                names = conn.execute(
+                    "SELECT relname FROM pg_class"
+                    " WHERE relnamespace = current_schema()::regnamespace"
+                    " UNION ALL SELECT conname FROM pg_constraint"
+                    " WHERE connamespace = current_schema()::regnamespace"
+                ).fetchall()
+                check_recorded("postgresql", current, {n[0] for n in names}, self._description)
                 for migration in pending("postgresql", current, self._description, upgrade_to):
                     conn.execute(migration.sql.encode())  # several statements, no params
                     conn.execute(
@@ -354,15 +367,16 @@ def _redacted(url: str) -> str:
 
 
 def _explain(exc: psycopg.Error, where: str) -> StorageError:
-    transient = isinstance(exc, psycopg.OperationalError) or getattr(exc, "sqlstate", "") in (
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "57P01",  # admin_shutdown
-    )
+    sqlstate = getattr(exc, "sqlstate", None)
+    transient = postgres_transient(sqlstate, isinstance(exc, psycopg.OperationalError))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    hint = (
-        "the connection failed; surestep retries with backoff"
-        if transient
-        else "see the PostgreSQL message"
-    )
-    return StorageError(f"PostgreSQL at {where}: {text} ({hint})", transient=transient)
+    if transient:
+        hint = "a transient error: the connection failed, or the server is busy or restarting"
+    elif sqlstate == "23514":
+        hint = "surestep's schema refuses this row; it is not retried"
+    elif sqlstate is not None and sqlstate.startswith("54"):
+        hint = "a value is too large for the database (an id or name?); it is not retried"
+    else:
+        hint = "see the PostgreSQL message; it is not retried"
+    code = "" if sqlstate is None else f" [SQLSTATE {sqlstate}]"
+    return StorageError(f"PostgreSQL at {where}: {text}{code} ({hint})", transient=transient)

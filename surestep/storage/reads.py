@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
-from surestep.errors import RunNotFoundError
+from surestep.errors import CorruptRecordError, RunNotFoundError
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.states import State
+from surestep.storage.decode import Where, json_value, optional_state
+from surestep.storage.decode import state as state_of
 from surestep.storage.rows import Cursor, RecordedStep
 from surestep.storage.transient import retry_transient
 
@@ -20,9 +21,23 @@ _RUN_COLUMNS = (
     " waiting_for, compensating"
 )
 
+T = TypeVar("T")
 
-def _decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+
+class _Problems:
+    """Collects what cannot be decoded while a run is read for display, so that one
+    corrupt row marks its run instead of failing the listing."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def decode(self, default: T, decode: Callable[..., T], *args: Any) -> T:
+        """``decode(*args)``, or ``default`` when the record is corrupt (noted)."""
+        try:
+            return decode(*args)
+        except CorruptRecordError as exc:
+            self.found.append(f"{exc.reason}: {exc.detail}")
+            return default
 
 
 class RunQueries(ABC):
@@ -53,7 +68,9 @@ class RunQueries(ABC):
                 (run_id,),
             )
             row = cur.fetchone()
-        return None if row is None else (State(row[0]), row[1], row[2], row[3])
+        if row is None:
+            return None
+        return state_of(row[0], Where("surestep_runs", run_id)), row[1], row[2], row[3]
 
     @retry_transient
     def get_run(self, run_id: str) -> RunRecord:
@@ -65,59 +82,11 @@ class RunQueries(ABC):
                 raise RunNotFoundError(
                     f"no run with id {run_id!r}; `surestep runs` lists the runs there are"
                 )
-            cur.execute(
-                "SELECT position, attempt, state, started_at, finished_at, worker, error"
-                " FROM surestep_attempts WHERE run_id = ? ORDER BY position, attempt",
-                (run_id,),
-            )
-            attempts: dict[int, list[AttemptRecord]] = {}
-            for a in cur.fetchall():
-                attempts.setdefault(a[0], []).append(
-                    AttemptRecord(a[1], State(a[2]), a[3], a[4], a[5], _decode(a[6]))
-                )
-            cur.execute(
-                "SELECT position, name, state, output, error, attempts, started_at,"
-                " finished_at, next_attempt_at, compensation FROM surestep_steps"
-                " WHERE run_id = ? ORDER BY position",
-                (run_id,),
-            )
-            steps = tuple(
-                StepRecord(
-                    s[0],
-                    s[1],
-                    State(s[2]),
-                    s[5],
-                    _decode(s[3]),
-                    _decode(s[4]),
-                    s[6],
-                    s[7],
-                    s[8],
-                    tuple(attempts.get(s[0], ())),
-                    s[9],
-                )
-                for s in cur.fetchall()
-            )
-            cur.execute(
-                "SELECT id, run_id, position, step, from_state, to_state, at, actor, reason,"
-                " attempt FROM surestep_events WHERE run_id = ? ORDER BY id",
-                (run_id,),
-            )
-            events = tuple(
-                EventRecord(
-                    e[0],
-                    e[1],
-                    e[2],
-                    e[3],
-                    State(e[4]) if e[4] else None,
-                    State(e[5]),
-                    e[6],
-                    e[7],
-                    e[8],
-                    e[9],
-                )
-                for e in cur.fetchall()
-            )
-        return self._run_record(row, steps, events)
+            problems = _Problems()
+            attempts = self._attempts(cur, run_id, problems)
+            steps = self._steps(cur, run_id, attempts, problems)
+            events = self._events(cur, run_id, problems)
+        return self._run_record(row, steps, events, problems)
 
     @retry_transient
     def list_runs(
@@ -138,7 +107,7 @@ class RunQueries(ABC):
                 " ORDER BY created_at DESC, id LIMIT ?",
                 (*params, limit),
             )
-            return [self._run_record(r, (), ()) for r in cur.fetchall()]
+            return [self._run_record(r, (), (), _Problems()) for r in cur.fetchall()]
 
     @retry_transient
     def next_due(self, workflows: Sequence[tuple[str, str]]) -> float | None:
@@ -176,7 +145,10 @@ class RunQueries(ABC):
     def count_by_state(self) -> dict[State, int]:
         with self.reading() as cur:
             cur.execute("SELECT state, COUNT(*) FROM surestep_runs GROUP BY state")
-            return {State(s): n for s, n in cur.fetchall()}
+            # A state surestep does not know (a corrupt row) is not counted here;
+            # `surestep runs` shows such runs marked corrupt.
+            known = {s.value for s in State}
+            return {State(s): n for s, n in cur.fetchall() if s in known}
 
     @retry_transient
     def expired_leases(self, now: float, limit: int = 100) -> list[tuple[str, int, str]]:
@@ -225,7 +197,14 @@ class RunQueries(ABC):
     # -- pieces -------------------------------------------------------------------
 
     @staticmethod
-    def _recorded(cur: Cursor, run_ids: Sequence[str]) -> dict[str, dict[int, RecordedStep]]:
+    def _recorded(
+        cur: Cursor,
+        run_ids: Sequence[str],
+        problems: dict[str, CorruptRecordError] | None = None,
+    ) -> dict[str, dict[int, RecordedStep]]:
+        """The recorded steps of ``run_ids``, decoded and checked. A step that cannot be
+        decoded raises :class:`CorruptRecordError`, or with ``problems`` is noted there
+        (the first per run), so that the other runs are unaffected."""
         marks = ", ".join("?" for _ in run_ids)
         cur.execute(
             "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
@@ -235,25 +214,118 @@ class RunQueries(ABC):
         )
         found: dict[str, dict[int, RecordedStep]] = {}
         for r in cur.fetchall():
-            found.setdefault(r[0], {})[r[1]] = RecordedStep(
-                r[2], State(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10]
-            )
+            where = Where("surestep_steps", r[0], r[1])
+            try:
+                # Replay decodes these columns; check them now, before the run is
+                # executed, so that a bad one quarantines the run rather than failing it.
+                for column, text in (("output", r[4]), ("error", r[5]), ("inputs", r[10])):
+                    json_value(text, where, column)
+                step = RecordedStep(
+                    r[2], state_of(r[3], where), r[4], r[5], r[6], r[7], r[8], r[9], r[10]
+                )
+            except CorruptRecordError as exc:
+                if problems is None:
+                    raise
+                problems.setdefault(r[0], exc)
+                continue
+            found.setdefault(r[0], {})[r[1]] = step
         return found
+
+    @staticmethod
+    def _attempts(cur: Cursor, run_id: str, problems: _Problems) -> dict[int, list[AttemptRecord]]:
+        cur.execute(
+            "SELECT position, attempt, state, started_at, finished_at, worker, error"
+            " FROM surestep_attempts WHERE run_id = ? ORDER BY position, attempt",
+            (run_id,),
+        )
+        attempts: dict[int, list[AttemptRecord]] = {}
+        for a in cur.fetchall():
+            where = Where("surestep_attempts", run_id, a[0])
+            a_state = problems.decode(None, state_of, a[2], where)
+            if a_state is None:
+                continue
+            error = problems.decode(None, json_value, a[6], where, "error")
+            attempts.setdefault(a[0], []).append(
+                AttemptRecord(a[1], a_state, a[3], a[4], a[5], error)
+            )
+        return attempts
+
+    @staticmethod
+    def _steps(
+        cur: Cursor,
+        run_id: str,
+        attempts: dict[int, list[AttemptRecord]],
+        problems: _Problems,
+    ) -> tuple[StepRecord, ...]:
+        cur.execute(
+            "SELECT position, name, state, output, error, attempts, started_at,"
+            " finished_at, next_attempt_at, compensation, inputs FROM surestep_steps"
+            " WHERE run_id = ? ORDER BY position",
+            (run_id,),
+        )
+        steps = []
+        for s in cur.fetchall():
+            where = Where("surestep_steps", run_id, s[0])
+            s_state = problems.decode(None, state_of, s[2], where)
+            if s_state is None:
+                continue
+            output = problems.decode(None, json_value, s[3], where, "output")
+            error = problems.decode(None, json_value, s[4], where, "error")
+            problems.decode(None, json_value, s[10], where, "inputs")  # kept for its undo
+            steps.append(
+                StepRecord(
+                    s[0],
+                    s[1],
+                    s_state,
+                    s[5],
+                    output,
+                    error,
+                    s[6],
+                    s[7],
+                    s[8],
+                    tuple(attempts.get(s[0], ())),
+                    s[9],
+                )
+            )
+        return tuple(steps)
+
+    @staticmethod
+    def _events(cur: Cursor, run_id: str, problems: _Problems) -> tuple[EventRecord, ...]:
+        cur.execute(
+            "SELECT id, run_id, position, step, from_state, to_state, at, actor, reason,"
+            " attempt FROM surestep_events WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        events = []
+        for e in cur.fetchall():
+            where = Where("surestep_events", run_id, e[2])
+            before = len(problems.found)
+            from_state = problems.decode(None, optional_state, e[4], where, "from_state")
+            to_state = problems.decode(None, state_of, e[5], where, "to_state")
+            if to_state is None or len(problems.found) > before:
+                continue
+            events.append(EventRecord(e[0], e[1], e[2], e[3], from_state, to_state, *e[6:10]))
+        return tuple(events)
 
     @staticmethod
     def _run_record(
         row: Sequence[Any],
         steps: tuple[StepRecord, ...],
         events: tuple[EventRecord, ...],
+        problems: _Problems,
     ) -> RunRecord:
+        where = Where("surestep_runs", row[0])
+        waiting_for = problems.decode(None, json_value, row[15], where, "waiting_for")
+        inputs = problems.decode(None, json_value, row[4], where, "inputs")
         return RunRecord(
             id=row[0],
             workflow=row[1],
             workflow_version=row[2],
-            state=State(row[3]),
-            inputs=json.loads(row[4]),
-            output=_decode(row[5]),
-            error=_decode(row[6]),
+            # An unknown state is shown as it is stored, and named in ``corrupt``.
+            state=problems.decode(str(row[3]), state_of, row[3], where),
+            inputs=inputs if isinstance(inputs, dict) else {},
+            output=problems.decode(None, json_value, row[5], where, "output"),
+            error=problems.decode(None, json_value, row[6], where, "error"),
             created_at=row[7],
             updated_at=row[8],
             available_at=row[9],
@@ -264,6 +336,7 @@ class RunQueries(ABC):
             deadline_at=row[12],
             on_deadline=row[13],
             deadline_breached_at=row[14],
-            waiting_for=tuple(json.loads(row[15])) if row[15] else (),
-            compensating=State(row[16]) if row[16] else None,
+            waiting_for=tuple(waiting_for) if isinstance(waiting_for, list) else (),
+            compensating=problems.decode(None, optional_state, row[16], where, "compensating"),
+            corrupt=tuple(problems.found),
         )

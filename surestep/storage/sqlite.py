@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from surestep.errors import StorageError
+from surestep.errors import SchemaVersionError, StorageError
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.migrations import pending
+from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import Cursor
+from surestep.storage.transient import sqlite_transient
 
 _BUSY_TIMEOUT_MS = 30_000
 
@@ -46,6 +47,9 @@ class SQLiteStore(CoordinationStore):
             self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate(upgrade_to)
+        except SchemaVersionError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             raise self._explain(exc) from None
         except OSError as exc:
@@ -115,6 +119,8 @@ class SQLiteStore(CoordinationStore):
             )
             cur.execute("SELECT MAX(version) FROM surestep_migrations")
             current = int(cur.fetchone()[0] or 0)
+            cur.execute("SELECT name FROM sqlite_master")
+            check_recorded("sqlite", current, {row[0] for row in cur.fetchall()}, repr(self.path))
             for migration in pending("sqlite", current, repr(self.path), upgrade_to):
                 for statement in _statements(migration.sql):
                     cur.execute(statement)
@@ -144,7 +150,7 @@ class SQLiteStore(CoordinationStore):
             hint = "another process holds the database lock; is one stuck?"
         else:
             hint = "see the SQLite message above"
-        transient = "locked" in text or "busy" in text
+        transient = sqlite_transient(getattr(exc, "sqlite_errorcode", None), text)
         return StorageError(f"SQLite database {self.path!r}: {text} ({hint})", transient=transient)
 
 

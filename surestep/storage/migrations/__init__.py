@@ -47,3 +47,48 @@ def pending(
             f"before using this database"
         )
     return migrations[current : latest if upgrade_to is None else upgrade_to]
+
+
+#: A table, index, trigger or constraint that each migration creates: by them a schema
+#: that lost its version record is recognised.
+_MARKERS: dict[str, dict[int, str]] = {
+    dialect: {
+        1: "surestep_runs",
+        2: "surestep_runs_finished",
+        3: "surestep_runs_by_created",
+        4: "surestep_messages",
+        5: "surestep_runs_claimable_by_workflow",
+        6: marker_6,
+    }
+    for dialect, marker_6 in (
+        ("sqlite", "surestep_runs_state_insert"),
+        ("postgresql", "surestep_runs_state"),
+    )
+}
+
+_RESTORE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS surestep_migrations (version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL, applied_at REAL NOT NULL);",
+    "postgresql": "CREATE TABLE IF NOT EXISTS surestep_migrations (version INTEGER PRIMARY"
+    " KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL);",
+}
+
+
+def check_recorded(dialect: str, current: int, names: set[str], where: str) -> None:
+    """Refuse a database whose surestep tables exist while no migration is recorded
+    (``surestep_migrations`` was dropped or emptied): applying migration 1 again would
+    fail with "table surestep_runs already exists", and guessing could damage it.
+    ``names`` are the schema's tables, indexes, triggers and constraints."""
+    markers = _MARKERS[dialect]
+    if current or markers[1] not in names:
+        return
+    looks_like = 0
+    while looks_like + 1 in markers and markers[looks_like + 1] in names:
+        looks_like += 1
+    raise SchemaVersionError(
+        f"the database {where} has surestep's tables but no record of its schema version "
+        f"(the table surestep_migrations was dropped or emptied), so surestep cannot tell "
+        f"which migrations it still needs. Its schema looks like version {looks_like}. If "
+        f"that is right, record it with this SQL and try again: {_RESTORE[dialect]} "
+        f"INSERT INTO surestep_migrations VALUES ({looks_like}, 'restored', 0);"
+    )

@@ -1,0 +1,77 @@
+"""The schema refuses rows no surestep writes (an unknown state; a pending run with no
+due time or a running one with no lease expiry, which nothing would ever claim or
+recover), on both databases. Rows from before the checks do not stop the upgrade."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_migrations import open_at
+
+from surestep import StorageError
+from surestep.storage import Store, open_store
+
+RUN_INSERT = (
+    "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs, created_at,"
+    " updated_at, available_at) VALUES (?, 'wf', '1', ?, '{}', 1.0, 1.0, ?)"
+)
+
+
+def write(store: Store, sql: str, *params: Any) -> None:
+    with store.transaction() as cur:
+        cur.execute(sql, params)
+
+
+@pytest.fixture
+def store(db_url: str) -> Any:
+    opened = open_store(db_url)
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        (RUN_INSERT, ("r2", "exploded", 1.0)),
+        (RUN_INSERT, ("r2", "pending", None)),
+        ("UPDATE surestep_runs SET state = 'exploded' WHERE id = 'r1'", ()),
+        ("UPDATE surestep_runs SET available_at = NULL WHERE id = 'r1'", ()),
+        ("UPDATE surestep_runs SET compensating = 'later' WHERE id = 'r1'", ()),
+        ("UPDATE surestep_runs SET state = 'running' WHERE id = 'r1'", ()),
+        (
+            "INSERT INTO surestep_steps (run_id, position, name, state, attempts, started_at)"
+            " VALUES ('r1', 0, 's', 'exploded', 1, 1.0)",
+            (),
+        ),
+        (
+            "INSERT INTO surestep_attempts (run_id, position, attempt, state, started_at,"
+            " finished_at, worker) VALUES ('r1', 0, 1, 'ok', 1.0, 1.0, 'w')",
+            (),
+        ),
+        (
+            "INSERT INTO surestep_events (run_id, to_state, at, actor)"
+            " VALUES ('r1', 'exploded', 1.0, 'me')",
+            (),
+        ),
+    ],
+)
+def test_the_schema_refuses_rows_no_surestep_writes(store: Store, sql: str, params: Any) -> None:
+    write(store, RUN_INSERT, "r1", "pending", 1.0)
+    with pytest.raises(StorageError, match=r"must be|needs|check constraint \"surestep_"):
+        write(store, sql, *params)
+    assert [(r.id, r.state) for r in store.list_runs()] == [("r1", "pending")]
+
+
+def test_rows_written_before_the_checks_do_not_stop_the_upgrade(db_url: str) -> None:
+    old = open_at(db_url, 5)
+    write(old, RUN_INSERT, "odd", "exploded", 1.0)
+    write(old, RUN_INSERT, "stuck", "pending", None)
+    old.close()
+    upgraded = open_store(db_url)
+    try:
+        assert upgraded.schema_version() >= 6
+        listed = {r.id: r for r in upgraded.list_runs()}
+        assert listed["odd"].state == "exploded" and listed["odd"].corrupt
+    finally:
+        upgraded.close()
