@@ -3,6 +3,7 @@
 from surestep.app import App, RunHandle
 from surestep.clock import Clock, FakeClock, SystemClock
 from surestep.engine.context import StepContext, current_step
+from surestep.engine.patches import deprecate_patch, patched
 from surestep.engine.waits import (
     run_child,
     run_child_async,
@@ -73,6 +74,8 @@ __all__ = [
     "UnknownWorkflowError",
     "Worker",
     "current_step",
+    "deprecate_patch",
+    "patched",
     "run_child",
     "run_child_async",
     "sleep",
