@@ -39,6 +39,7 @@ from surestep.errors import (
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.retry import Retry
 from surestep.states import State
+from surestep.versions import VersionRecord
 
 __all__ = [
     "App",
@@ -72,6 +73,7 @@ __all__ = [
     "SurestepError",
     "SystemClock",
     "UnknownWorkflowError",
+    "VersionRecord",
     "Worker",
     "current_step",
     "deprecate_patch",
