@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from surestep import App, FakeClock, State, VersionRecord
 from surestep.cli import app as cli
+from surestep.engine.presence import Presence
 from surestep.storage.workers import _UNFINISHED_SQL, WorkerEntry, WorkerStore
 from surestep.testing import drive
 from surestep.versions import stranded_warning, version_report
@@ -92,6 +93,27 @@ def test_versions_show_unfinished_runs_per_version_and_who_serves_them(
     # is not listed.
     assert [(r.version, r.served) for r in v2.versions()] == [("1", False)]
     v2.close()
+
+
+def test_the_warning_comes_at_start_up_then_once_per_check_interval(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1 = order_app(db_url, clock, "1")
+    v1.start("order", 1, run_id="old-1")
+
+    def warnings_after(check_every: float) -> int:
+        caplog.clear()
+        presence = Presence(v1.store, clock, "w-2", [("order", "2")], 30.0, check_every)
+        with caplog.at_level(logging.WARNING, logger="surestep.worker"):
+            presence.arrive()
+            presence.beat()
+            presence.beat()
+        presence.leave()
+        return sum("'order' version '1'" in r.getMessage() for r in caplog.records)
+
+    assert warnings_after(check_every=3600) == 1  # at start-up only
+    assert warnings_after(check_every=0) == 3  # at every check that is due
+    v1.close()
 
 
 def test_counting_unfinished_runs_reads_an_index_not_the_table(app: App, db_url: str) -> None:
