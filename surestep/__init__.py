@@ -3,6 +3,7 @@
 from surestep.app import App, RunHandle
 from surestep.clock import Clock, FakeClock, SystemClock
 from surestep.engine.context import StepContext, current_step
+from surestep.engine.patches import deprecate_patch, patched
 from surestep.engine.waits import (
     run_child,
     run_child_async,
@@ -39,6 +40,7 @@ from surestep.errors import (
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.retry import Retry
 from surestep.states import State
+from surestep.versions import VersionRecord
 
 __all__ = [
     "App",
@@ -73,8 +75,11 @@ __all__ = [
     "SurestepError",
     "SystemClock",
     "UnknownWorkflowError",
+    "VersionRecord",
     "Worker",
     "current_step",
+    "deprecate_patch",
+    "patched",
     "run_child",
     "run_child_async",
     "sleep",

@@ -30,6 +30,8 @@ from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.serialization import dumps, loads_raw
 from surestep.states import SETTLED, State
 from surestep.storage import Store, open_store
+from surestep.storage.workers import WorkerStore
+from surestep.versions import VersionRecord, read_versions
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -280,6 +282,17 @@ class App:
         if older_than.total_seconds() < 0:
             raise ConfigurationError(f"older_than must not be negative, got {older_than}")
         return self.store.prune(self.clock.now() - older_than.total_seconds(), batch)
+
+    def versions(self) -> list[VersionRecord]:
+        """Per workflow, each version with unfinished runs (counted by state) or a live
+        worker, and the live workers that serve it.
+
+        A version with runs waiting for a worker and no live worker serving it is
+        stranded (``record.stranded`` counts those runs): deploy a worker that registers
+        that version, or serve old and new runs from one function with
+        :func:`surestep.patched`. Any App on the database can ask, whatever it registers.
+        """
+        return read_versions(WorkerStore(self.store), self.clock.now())
 
     def worker(self, concurrency: int = 16, **options: Any) -> Worker:
         """A worker for this App's workflows: ``app.worker(concurrency=16).run()``."""

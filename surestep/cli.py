@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.text import Text
 
 from surestep.app import DEFAULT_DATABASE_URL, App
+from surestep.cli_versions import print_versions
 from surestep.errors import SurestepError
 from surestep.render import (
     dead_letter_summary,
@@ -278,6 +279,22 @@ def migrate(db: Db = DEFAULT_DATABASE_URL) -> None:
         store = surestep_app.store  # opening the store applies the migrations
         version = store.schema_version()
     typer.echo(f"{redact(store.description)}: schema version {version}")
+
+
+# -- versions (its rendering is in surestep/cli_versions.py) ----------------------------
+
+
+@app.command()
+def versions(as_json: AsJson = False, db: Db = DEFAULT_DATABASE_URL) -> None:
+    """List, per workflow, the versions with unfinished runs and whether a live worker
+    serves each.
+
+    A version with runs and no live worker is stranded: deploy a worker that registers
+    it, or use surestep.patched() in the new code.
+    """
+    with _opened(db) as surestep_app:
+        report = surestep_app.versions()
+    print_versions(report, as_json)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Where code is running: the current run and step, as context variables, and the one
 seam through which features reach a run.
 
-Steps, waits, and later review requests and LLM calls all stand on the same four
-operations of a run (:class:`ActiveRun`): take the next position, look up what is
+Steps, waits, patches, and later review requests and LLM calls all stand on the same
+four operations of a run (:class:`ActiveRun`): take the next position, look up what is
 recorded there, record an outcome under the run's lease, and halt the run to wait.
 They use this protocol, never ``RunExecution`` itself, so no feature imports the
 runtime and the runtime imports no feature.
@@ -11,6 +11,7 @@ runtime and the runtime imports no feature.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -56,6 +57,14 @@ class ActiveRun(Protocol):
 
     def next_position(self) -> int:
         """Take the next position, in the workflow's call order."""
+
+    def upcoming_position(self) -> int:
+        """The position :meth:`next_position` would take, without taking it: a patch
+        marker takes a position only where the run's history has one."""
+
+    @property
+    def recorded(self) -> Mapping[int, RecordedStep]:
+        """The history recorded before this execution began, by position."""
 
     def expect(self, position: int, name: str) -> RecordedStep | None:
         """What is recorded at ``position``; a different ``name`` there halts the run."""

@@ -11,7 +11,6 @@ or a lost lease unwinds the workflow with ``Halt`` and the run is settled from t
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import logging
 import threading
@@ -89,7 +88,7 @@ class RunExecution:
             if position >= 0 and step.state == State.SUCCESS and step.compensation
         }
         self.verdict: Verdict | None = None
-        self._positions = itertools.count()
+        self._next_position = 0
         self._verdict_lock = threading.Lock()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._main_task: asyncio.Task[Any] | None = None
@@ -185,7 +184,12 @@ class RunExecution:
     def next_position(self) -> int:
         # Taken when the step is *called*, in the workflow's own order, never when a
         # task happens to be scheduled: gather(a(), b()) gives a then b every time.
-        return next(self._positions)
+        position = self._next_position
+        self._next_position += 1
+        return position
+
+    def upcoming_position(self) -> int:
+        return self._next_position
 
     def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A step called from a workflow, synchronously."""

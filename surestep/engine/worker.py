@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from surestep.engine.presence import Presence
 from surestep.engine.runtime import RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
@@ -138,6 +139,7 @@ class Worker:
         self._next_deadline_check = 0.0
         # Set when shutdown begins: runs stop at their next step boundary.
         self._draining = threading.Event()
+        self._presence: Presence | None = None
 
     # -- running ---------------------------------------------------------------------
 
@@ -170,7 +172,11 @@ class Worker:
         beat = asyncio.create_task(self._heartbeat())
         watch = asyncio.create_task(self._watch_cancellations())
         log.info("worker %s started on %s", self.id, self.app.store.description)
+        serves = [(wf.name, wf.version) for wf in self.app.registry.workflows()]
+        presence = Presence(self.app.store, self.app.clock, self.id, serves, self.lease_seconds)
+        self._presence = presence
         try:
+            presence.arrive()
             self._recover_local()
             await self._claim_loop(threads, until)
         finally:
@@ -180,6 +186,7 @@ class Worker:
             beat.cancel()
             watch.cancel()
             await self._shutdown()
+            presence.leave()
             threads.shutdown(wait=False, cancel_futures=True)
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -313,6 +320,8 @@ class Worker:
                 store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
                 self._recover_expired()
                 self._recover_local()
+                if self._presence is not None:
+                    self._presence.beat()
             except Exception:
                 log.exception("worker %s: heartbeat failed; will try again", self.id)
 
