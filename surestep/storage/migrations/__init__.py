@@ -59,6 +59,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         4: "surestep_messages",
         5: "surestep_runs_claimable_by_workflow",
         6: marker_6,
+        7: "surestep_workers",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),

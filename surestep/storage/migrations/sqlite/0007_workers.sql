@@ -1,18 +1,18 @@
--- surestep schema 6: the workers that run, and the workflow versions each serves, so that
+-- surestep schema 7: the workers that run, and the workflow versions each serves, so that
 -- `surestep versions` and the workers themselves can tell when unfinished runs are of a
 -- version no live worker serves (a deploy that dropped it would strand them).
 CREATE TABLE surestep_workers (
     id            TEXT PRIMARY KEY,
     host          TEXT NOT NULL,
     pid           INTEGER NOT NULL,
-    started_at    DOUBLE PRECISION NOT NULL,
-    heartbeat_at  DOUBLE PRECISION NOT NULL,
+    started_at    REAL NOT NULL,
+    heartbeat_at  REAL NOT NULL,
     -- a worker not heard from for its lease length is taken for dead
-    lease_seconds DOUBLE PRECISION NOT NULL,
+    lease_seconds REAL NOT NULL,
     -- JSON list of [workflow, version] pairs
     serves        TEXT NOT NULL,
     -- set on a clean shutdown
-    stopped_at    DOUBLE PRECISION
+    stopped_at    REAL
 );
 
 -- Unfinished runs counted by workflow, version and state from this index alone, however
