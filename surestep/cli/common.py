@@ -1,0 +1,67 @@
+"""What every command group shares: the common options and the adapter boundary."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from surestep.app import App
+from surestep.errors import SurestepError
+from surestep.storage import redact
+
+Db = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar="SURESTEP_DATABASE_URL",
+        show_envvar=True,
+        help="Database URL.",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+WorkflowFilter = Annotated[
+    str | None, typer.Option("--workflow", "-w", help="Only runs of this workflow.")
+]
+Limit = Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many runs.")]
+RunId = Annotated[str, typer.Argument(help="The run's id.", show_default=False)]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """End the command with ``error: <message>`` on stderr (the URL's password redacted)."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        Text(f"error: {redact(message)}", style="red")
+    )
+    raise typer.Exit(code)
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn the library's own errors into ``error: ...`` and exit code 1."""
+    try:
+        yield
+    except SurestepError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def opened(db: str) -> Iterator[App]:
+    """A bare App on ``db``: enough to read and operate on runs of any workflow."""
+    with library_errors():
+        surestep_app = App(db, actor=f"cli:{_user()}")
+        try:
+            yield surestep_app
+        finally:
+            surestep_app.close()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no login name in this environment
+        return "unknown"
