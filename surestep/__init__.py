@@ -6,6 +6,7 @@ from surestep.context import StepContext, current_step
 from surestep.errors import (
     Cancelled,
     ConfigurationError,
+    DatabaseNotFoundError,
     DuplicateWorkflowError,
     EventTimeoutError,
     IdempotencyConflictError,
@@ -45,6 +46,7 @@ __all__ = [
     "Cancelled",
     "Clock",
     "ConfigurationError",
+    "DatabaseNotFoundError",
     "DuplicateWorkflowError",
     "EventRecord",
     "EventTimeoutError",

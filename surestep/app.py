@@ -43,7 +43,9 @@ class App:
     >>> app = App("sqlite:///surestep.db")   # doctest: +SKIP
     >>> App()   # reads SURESTEP_DATABASE_URL, else ./surestep.db  # doctest: +SKIP
 
-    The database is opened (and migrated) on first use, not when the App is made.
+    The database is opened (and migrated) on first use, not when the App is made. With
+    ``must_exist=True`` a missing SQLite file is an error rather than created (as the
+    read-only commands of ``surestep`` open it).
     """
 
     def __init__(
@@ -52,12 +54,14 @@ class App:
         *,
         clock: Clock | None = None,
         actor: str = "app",
+        must_exist: bool = False,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("SURESTEP_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
         self.clock: Clock = clock or SystemClock()
         self.actor = actor
+        self.must_exist = must_exist
         self.registry = Registry()
         self.hooks = Hooks()
         self._store: Store | None = None
@@ -70,7 +74,7 @@ class App:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    self._store = open_store(self.database_url)
+                    self._store = open_store(self.database_url, must_exist=self.must_exist)
         return self._store
 
     def close(self) -> None:

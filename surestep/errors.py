@@ -65,6 +65,12 @@ class SchemaVersionError(StorageError):
     code = "schema_version"
 
 
+class DatabaseNotFoundError(StorageError):
+    """A command that only reads was pointed at a database that does not exist."""
+
+    code = "database_not_found"
+
+
 class RunNotFoundError(SurestepError):
     """No run has that id."""
 

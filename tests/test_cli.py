@@ -139,9 +139,38 @@ def test_runs_with_an_unknown_state_lists_the_valid_states(project: Project) -> 
 
 def test_runs_on_an_empty_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
+    assert invoke("migrate", "--db", url).exit_code == 0
 
     assert invoke("runs", "--db", url).stdout == "no runs\n"
     assert json.loads(invoke("runs", "--json", "--db", url).stdout) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "r-1"],
+        ["dlq"],
+        ["retry", "r-1"],
+        ["cancel", "r-1"],
+        ["send", "r-1", "approved"],
+        ["prune", "--older-than", "1d"],
+    ],
+)
+def test_commands_on_a_missing_sqlite_file_create_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo" / "dir" / "x.db"
+
+    result = invoke(*command, "--db", f"sqlite:///{missing}")
+
+    assert_clean_error(
+        result,
+        1,
+        f"no surestep database at {missing}; start a run or run `surestep migrate`",
+    )
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_database_password_is_never_printed(tmp_path: Path) -> None:

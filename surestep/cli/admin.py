@@ -43,7 +43,7 @@ def prune(
 
 def migrate(db: Db = DEFAULT_DATABASE_URL) -> None:
     """Create or upgrade the database schema, then print its version."""
-    with opened(db) as surestep_app:
+    with opened(db, must_exist=False) as surestep_app:
         store = surestep_app.store  # opening the store applies the migrations
         version = store.schema_version()
     typer.echo(f"{redact(store.description)}: schema version {version}")

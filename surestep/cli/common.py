@@ -50,10 +50,15 @@ def library_errors() -> Iterator[None]:
 
 
 @contextmanager
-def opened(db: str) -> Iterator[App]:
-    """A bare App on ``db``: enough to read and operate on runs of any workflow."""
+def opened(db: str, *, must_exist: bool = True) -> Iterator[App]:
+    """A bare App on ``db``: enough to read and operate on runs of any workflow.
+
+    Only ``surestep migrate`` (and the worker) create a database: a command that reads
+    or operates on runs, pointed at a SQLite file that does not exist, says so rather
+    than creating the file and its directories (a typo in ``--db`` creates nothing).
+    """
     with library_errors():
-        surestep_app = App(db, actor=f"cli:{_user()}")
+        surestep_app = App(db, actor=f"cli:{_user()}", must_exist=must_exist)
         try:
             yield surestep_app
         finally:

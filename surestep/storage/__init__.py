@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from surestep.errors import ConfigurationError
+from surestep.errors import ConfigurationError, DatabaseNotFoundError
 from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
 from surestep.storage.coordination import CoordinationStore as Store
 
@@ -34,8 +35,12 @@ def redact(text: str) -> str:
     return re.sub(r"(://[^\s:/@]*:)[^\s@/]*@", r"\1***@", str(text))
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, must_exist: bool = False) -> Store:
     """Open (and migrate) the database at ``url``.
+
+    With ``must_exist``, a SQLite file that does not exist is an error
+    (:class:`DatabaseNotFoundError`) instead of being created with its directories: what
+    commands that only read want, so that a typo in a path creates nothing.
 
     >>> store = open_store("sqlite:///surestep.db")  # doctest: +SKIP
     """
@@ -49,6 +54,10 @@ def open_store(url: str) -> Store:
         from surestep.storage.sqlite import SQLiteStore
 
         path, synchronous = _sqlite_target(url)
+        if must_exist and path != ":memory:" and not Path(path).is_file():
+            raise DatabaseNotFoundError(
+                f"no surestep database at {path}; start a run or run `surestep migrate`"
+            )
         return SQLiteStore(path, synchronous)
     if scheme in ("postgresql", "postgres"):
         from surestep.storage.postgres import PostgresStore
