@@ -304,6 +304,35 @@ class App:
         return wf
 
 
+def _what_it_waits_for(run: RunRecord) -> str:
+    """Why an unsettled run has not settled, and what settles it (``result()``'s timeout)."""
+    if run.state == State.NEEDS_REVIEW:
+        parked = [e for e in run.events if e.position is None and e.to_state == run.state]
+        why = f" ({parked[-1].reason})" if parked and parked[-1].reason else ""
+        return (
+            f"it needs review{why}: it waits for a person's decision, not for a worker "
+            f"(`surestep show {run.id}`)"
+        )
+    if run.state != State.WAITING:
+        return "is a worker running (`surestep worker MODULE:APP`)?"
+    until = "" if run.available_at is None else f" until {_when(run.available_at)}"
+    events = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("event:")]
+    children = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("child:")]
+    if events:
+        names = " or ".join(repr(name) for name in events)
+        return (
+            f"it waits for event {names}{until} (send it with "
+            f"`surestep send {run.id} {events[0]}` or app.send_event)"
+        )
+    if children:
+        return f"it waits for child run {children[0]!r} to finish"
+    return f"it waits for a timer (a sleep or a retry backoff){until}"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
 def _default_name(fn: Callable[..., Any]) -> str:
     """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped."""
     return fn.__qualname__.rsplit("<locals>.", 1)[-1]
@@ -346,8 +375,8 @@ class RunHandle:
                 return self._outcome(found[0], found[1], found[2], found[3])
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(
-                    f"run {self.id!r} is still {found[0]} after {timeout}s; is a worker "
-                    f"running (`surestep worker MODULE:APP`)?"
+                    f"run {self.id!r} is still {found[0]} after {timeout}s; "
+                    + _what_it_waits_for(self.app.get_run(self.id))
                 )
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)

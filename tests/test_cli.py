@@ -325,6 +325,10 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         ("surestep:State", "not a surestep.App"),
         ("surestep", "is not MODULE:APP"),
         ("needs_missing_dep:app", "install the missing package"),
+        ("good.py:app", "'good.py:app' names a file; name the module instead: drop `.py`"),
+        ("good.py:app", "(use `good:app`)"),
+        ("jobs/good.py:app", "(use `jobs.good:app`)"),
+        ("good.py", "(use `good:app`)"),
     ],
 )
 def test_worker_with_a_bad_target(project_dir: Path, target: str, fragment: str) -> None:
@@ -435,6 +439,31 @@ def test_worker_process_executes_runs_and_stops_on_sigterm(
 
     log = (cwd / "worker.log").read_text()
     assert "surestep.worker" in log and "stopped" in log
+    assert f"database sqlite:///{cwd}/w.db (from the App in jobs:app)" in log
+
+
+@pytest.mark.slow
+def test_worker_db_option_overrides_the_apps_database(worker_project: tuple[App, Path]) -> None:
+    _, cwd = worker_project
+    other = f"sqlite:///{cwd}/other.db"
+    client = App(other)
+
+    @client.workflow()
+    def greet(name: str) -> str:
+        raise AssertionError("the worker executes this, not the test")
+
+    handle = client.start(greet, "ada", run_id="elsewhere")
+    try:
+        with worker_process(cwd, "--db", other) as process:
+            assert handle.result(timeout=20) == "hello ADA"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+    finally:
+        client.close()
+
+    log = (cwd / "worker.log").read_text()
+    assert f"database {other} (from --db)" in log
+    assert not (cwd / "w.db").exists()  # the App's own database was never opened
 
 
 @pytest.mark.slow

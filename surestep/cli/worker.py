@@ -15,6 +15,9 @@ import typer
 
 from surestep.app import App
 from surestep.cli.common import fail, library_errors
+from surestep.storage import redact
+
+log = logging.getLogger("surestep.cli")
 
 # How long the worker command waits, after the worker has stopped, for its pool threads
 # to exit. Idle threads exit within milliseconds; a thread still alive after this is a
@@ -61,14 +64,29 @@ def worker(
         float,
         typer.Option(min=0.0, help="On SIGTERM, wait this long for runs in flight, seconds."),
     ] = 30.0,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Database URL, instead of the App's own (the URL given to App(...), else "
+            "$SURESTEP_DATABASE_URL, else sqlite:///surestep.db).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Execute runs of the App's workflows until SIGTERM or SIGINT.
 
-    The worker uses the App's own database.
+    The worker uses the App's own database unless --db names another; it logs which
+    database it uses (password redacted) when it starts.
     """
     with library_errors():
         surestep_app = _load_app(target)
         _configure_logging()
+        if db is not None:
+            surestep_app.close()  # in case importing the module already opened the store
+            surestep_app.database_url = db
+        source = "--db" if db is not None else f"the App in {target}"
+        log.info("database %s (from %s)", redact(surestep_app.database_url), source)
         surestep_app.worker(
             concurrency=concurrency,
             lease_seconds=lease,
@@ -82,6 +100,13 @@ def worker(
 def _load_app(target: str) -> App:
     """Import ``module:attribute`` from the current directory and check it is an App."""
     module_name, _, attribute = target.partition(":")
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").replace(os.sep, ".").replace("/", ".")
+        fail(
+            f"{target!r} names a file; name the module instead: drop `.py` and write "
+            f"directories as dots (use `{dotted.strip('.')}:{attribute or 'app'}`)",
+            code=2,
+        )
     if not module_name or not attribute:
         fail(
             f"{target!r} is not MODULE:APP; name the module and the App in it, "
@@ -158,7 +183,7 @@ def _exit_if_threads_stuck() -> None:
             if thread.is_alive():
                 stuck.append(thread.name)
     if stuck:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%d run thread(s) still busy after the grace period (%s); exiting without "
             "waiting for them",
             len(stuck),
