@@ -26,6 +26,7 @@ from surestep.errors import (
     UnknownWorkflowError,
 )
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.redrive import RedriveOutcome
 from surestep.retry import Retry
 from surestep.states import State
 from surestep.waits import (
@@ -56,6 +57,7 @@ __all__ = [
     "InvalidOperationError",
     "LeaseLostError",
     "NonDeterminismError",
+    "RedriveOutcome",
     "ResultTimeoutError",
     "Retry",
     "RunFailedError",

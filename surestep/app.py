@@ -8,10 +8,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+from surestep import redrive
 from surestep.clock import Clock, SystemClock
 from surestep.errors import (
     ConfigurationError,
@@ -22,6 +23,7 @@ from surestep.errors import (
 )
 from surestep.hooks import Hooks
 from surestep.records import RunRecord
+from surestep.redrive import Progress, RedriveOutcome
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.serialization import dumps, loads_raw
@@ -274,6 +276,38 @@ class App:
         for wake in list(self._wakers):
             wake()
         return steps
+
+    def retry_many(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | None = None,
+        since: datetime | float | None = None,
+        error: str | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[RedriveOutcome]:
+        """Redrive many dead-lettered runs; return what was (or would be) done with each.
+
+        Either ``run_ids``, or every dead letter matching ``workflow``, ``since`` (dead-
+        lettered at or after; a datetime or epoch seconds) and ``error`` (the type of its
+        error, e.g. ``"ConnectionError"``). One run that cannot be redriven does not stop
+        the rest: its outcome carries the ``error``. ``dry_run`` changes nothing.
+        ``progress(outcome, total)`` is called after each run.
+
+        >>> app.retry_many(workflow="summarize", error="TimeoutError")  # doctest: +SKIP
+        """
+        return redrive.retry_many(
+            self,
+            run_ids,
+            workflow=workflow,
+            since=since,
+            error=error,
+            dry_run=dry_run,
+            actor=actor or self.actor,
+            progress=progress,
+        )
 
     def prune(self, older_than: timedelta, *, batch: int = 1000) -> int:
         """Delete finished runs (success, failed, cancelled) last changed more than

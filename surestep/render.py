@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.redrive import RedriveOutcome
 from surestep.states import State
 
 STATE_STYLES: Final[dict[State, str]] = {
@@ -270,3 +271,21 @@ def dead_letter_table(found: Sequence[RunRecord]) -> Table:
             format_time(run.updated_at),
         )
     return table
+
+
+def redrive_line(outcome: RedriveOutcome) -> str:
+    """One run of ``surestep retry``: what was (or would be) redriven, or why not."""
+    if outcome.error is not None:
+        return f"run {outcome.run_id}: not redriven: {outcome.error}"
+    steps = ", ".join(outcome.steps) if outcome.steps else "none"
+    if outcome.dry_run:
+        return f"run {outcome.run_id}: would be redriven; step(s): {steps}"
+    return f"run {outcome.run_id} is pending again; redriven step(s): {steps}"
+
+
+def redrive_summary(outcomes: Sequence[RedriveOutcome], dry_run: bool) -> str:
+    done = sum(1 for outcome in outcomes if outcome.ok)
+    failed = len(outcomes) - done
+    verb = "would redrive" if dry_run else "redrove"
+    tail = f"; {failed} could not be redriven" if failed else ""
+    return f"{verb} {done} of {len(outcomes)} run(s){tail}"

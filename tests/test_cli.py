@@ -272,6 +272,48 @@ def test_retry_of_a_run_that_is_not_dead_lettered(project: Project) -> None:
     assert_clean_error(result, 1, "error: ", "not dead_letter", "surestep dlq")
 
 
+def test_retry_many_ids_reports_each_and_exits_1_if_any_failed(project: Project) -> None:
+    result = invoke("retry", "dl-1", "ok-1", "--db", project.url)
+
+    assert result.exit_code == 1, result.output
+    assert "run dl-1 is pending again; redriven step(s): call_api" in result.stdout
+    assert "run ok-1: not redriven: run 'ok-1' is success, not dead_letter" in result.stdout
+    assert "redrove 1 of 2 run(s); 1 could not be redriven" in result.stderr
+    assert project.app.handle("dl-1").state == State.PENDING
+
+
+def test_retry_dead_letters_dry_run_then_for_real(project: Project) -> None:
+    dry = invoke("retry", "--dead-letters", "--error", "ConnectionError", "--dry-run",
+                 "--db", project.url)  # fmt: skip
+    none = invoke("retry", "--dead-letters", "--workflow", "greet", "--db", project.url)
+    recent = invoke("retry", "--dead-letters", "--since", "1h", "--db", project.url)
+    real = invoke("retry", "--dead-letters", "--since", "2020-01-01", "--db", project.url)
+
+    assert dry.exit_code == 0, dry.output
+    assert "run dl-1: would be redriven; step(s): call_api" in dry.stdout
+    assert "would redrive 1 of 1 run(s)" in dry.stderr
+    assert none.exit_code == 0 and "redrove 0 of 0 run(s)" in none.stderr
+    assert recent.exit_code == 0 and recent.stdout == ""  # dead-lettered at the fake START
+    assert real.exit_code == 0, real.output
+    assert "run dl-1 is pending again" in real.stdout
+    assert project.app.handle("dl-1").state == State.PENDING
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "give RUN_ID ... or --dead-letters"),
+        (["dl-1", "--dead-letters"], "give RUN_ID ... or --dead-letters"),
+        (["dl-1", "--workflow", "greet"], "narrow --dead-letters"),
+        (["--dead-letters", "--since", "yesterday"], "--since 'yesterday'"),
+    ],
+)
+def test_retry_usage_errors(project: Project, args: list[str], fragment: str) -> None:
+    result = invoke("retry", *args, "--db", project.url)
+
+    assert_clean_error(result, 2, fragment)
+
+
 def test_cancel_a_pending_run(project: Project) -> None:
     result = invoke("cancel", "pending-1", "--reason", "duplicate", "--db", project.url)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 
 from surestep.app import DEFAULT_DATABASE_URL
-from surestep.cli.common import Db, fail, opened
+from surestep.cli.common import Db, opened, parse_age
 from surestep.storage import redact
 
 
@@ -35,7 +33,7 @@ def prune(
 
     Dead-lettered and unfinished runs are kept, whatever their age.
     """
-    age = _parse_age(older_than)
+    age = parse_age(older_than, "--older-than")
     with opened(db) as surestep_app:
         deleted = surestep_app.prune(older_than=age, batch=batch)
     typer.echo(f"deleted {deleted} finished run(s) older than {older_than}")
@@ -47,11 +45,3 @@ def migrate(db: Db = DEFAULT_DATABASE_URL) -> None:
         store = surestep_app.store  # opening the store applies the migrations
         version = store.schema_version()
     typer.echo(f"{redact(store.description)}: schema version {version}")
-
-
-def _parse_age(text: str) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    if match is None:
-        fail(f"--older-than {text!r}: give a number and a unit: s, m, h, d or w (e.g. 30d)", 2)
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    return timedelta(**{unit[match[2]]: float(match[1])})

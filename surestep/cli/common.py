@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, NoReturn
 
 import typer
@@ -70,3 +72,12 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError, ImportError):  # no login name in this environment
         return "unknown"
+
+
+def parse_age(text: str, option: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` as a timedelta; a usage error otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if match is None:
+        fail(f"{option} {text!r}: give a number and a unit: s, m, h, d or w (e.g. 30d)", 2)
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    return timedelta(**{unit[match[2]]: float(match[1])})

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from surestep.app import DEFAULT_DATABASE_URL
-from surestep.cli.common import AsJson, Db, Limit, RunId, WorkflowFilter, fail, opened
+from surestep.cli.common import (
+    AsJson,
+    Db,
+    Limit,
+    RunId,
+    WorkflowFilter,
+    fail,
+    opened,
+    parse_age,
+)
+from surestep.redrive import RedriveOutcome
 from surestep.render import (
     dead_letter_summary,
     dead_letter_table,
@@ -18,6 +33,8 @@ from surestep.render import (
     events_table,
     new_console,
     print_tracebacks,
+    redrive_line,
+    redrive_summary,
     run_header,
     run_summary,
     runs_table,
@@ -74,12 +91,91 @@ def show(
     console.print(events_table(run.events))
 
 
-def retry(run_id: RunId, db: Db = DEFAULT_DATABASE_URL) -> None:
-    """Redrive a dead-lettered run from its failed step; completed steps are not re-run."""
-    with opened(db) as surestep_app:
-        steps = surestep_app.retry(run_id)
-    redriven = ", ".join(steps) if steps else "none"
-    typer.echo(f"run {run_id} is pending again; redriven step(s): {redriven}")
+def retry(
+    run_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="The runs to redrive.", show_default=False),
+    ] = None,
+    dead_letters: Annotated[
+        bool,
+        typer.Option(
+            "--dead-letters", help="Every dead-lettered run (narrowed by the options below)."
+        ),
+    ] = False,
+    workflow: WorkflowFilter = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs dead-lettered since: an age (2h, 30m, 7d) or a date/time "
+            "(2024-05-01 or 2024-05-01T09:30).",
+            show_default=False,
+        ),
+    ] = None,
+    error: Annotated[
+        str | None,
+        typer.Option(help="Only runs whose error is of this type, e.g. ConnectionError."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be redriven; change nothing.")
+    ] = False,
+    db: Db = DEFAULT_DATABASE_URL,
+) -> None:
+    """Redrive dead-lettered runs from their failed step; completed steps are not re-run.
+
+    Give run ids, or --dead-letters for every dead letter (narrowed by --workflow,
+    --since, --error). One run that cannot be redriven does not stop the rest.
+    """
+    if bool(run_ids) == dead_letters:
+        fail("give RUN_ID ... or --dead-letters (not both, not neither)", 2)
+    if run_ids and (workflow, since, error) != (None, None, None):
+        fail("--workflow, --since and --error narrow --dead-letters; drop them or the ids", 2)
+    after = None if since is None else _since(since)
+    with opened(db) as surestep_app, _progress_bar() as advance:
+        outcomes = surestep_app.retry_many(
+            run_ids or None,
+            workflow=workflow,
+            since=after,
+            error=error,
+            dry_run=dry_run,
+            progress=advance,
+        )
+    if run_ids and len(run_ids) == 1 and not dry_run and outcomes[0].error:
+        fail(outcomes[0].error)  # one run: the plain error, as any command's
+    for outcome in outcomes:
+        typer.echo(redrive_line(outcome))
+    failed = sum(1 for outcome in outcomes if not outcome.ok)
+    if len(outcomes) != 1 or dry_run:
+        typer.echo(redrive_summary(outcomes, dry_run), err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _since(text: str) -> datetime:
+    """``--since``: an age back from now, or a date/time in local time."""
+    if text.strip()[-1:].isalpha():
+        return datetime.now() - parse_age(text, "--since")
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"--since {text!r}: give an age (2h, 7d) or a date/time (2024-05-01T09:30)", 2)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[RedriveOutcome, int], None]]:
+    """A progress bar on stderr (shown only on a terminal) advanced once per run."""
+    with Progress(
+        TextColumn("redriving"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("redrive", total=None)
+
+        def advance(_: RedriveOutcome, total: int) -> None:
+            bar.update(task, total=total, advance=1)
+
+        yield advance
 
 
 def cancel(
