@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -522,6 +522,43 @@ def test_worker_process_exits_when_a_sync_run_outlives_the_grace_period(
 
     assert "still busy after the grace period" in (cwd / "worker.log").read_text()
     assert handle.state == State.PENDING  # released: another worker resumes it
+
+
+def test_show_prints_step_outputs_cut_or_full_and_timed_out_waits(
+    db_url: str, clock: FakeClock
+) -> None:
+    app = App(db_url, clock=clock)
+
+    @app.step(name="long_text")
+    def long_text() -> str:
+        return "word " * 40 + "THE-END"
+
+    @app.workflow(name="chatty")
+    def chatty() -> object:
+        long_text()
+        return surestep.wait_for_event("approved", timeout=timedelta(hours=1))
+
+    handle = run_workflow(app, chatty, run_id="chatty-1")
+    assert handle.result() is None  # the wait timed out
+    short = invoke("show", "chatty-1", "--db", db_url)
+    full = invoke("show", "chatty-1", "--full", "--db", db_url)
+    app.close()
+
+    assert short.exit_code == 0, short.output
+    assert '"word word word' in short.stdout and "…" in short.stdout
+    assert "THE-END" not in short.stdout
+    assert "THE-END" in full.stdout
+    wait_row = next(line for line in short.stdout.splitlines() if "event:approved" in line)
+    assert "timed out" in wait_row and "success" not in wait_row
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns(project: Project) -> None:
+    result = invoke("show", "dl-1", "--db", project.url, env={"COLUMNS": None})
+
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) > 80
+    step_row = next(line for line in result.stdout.splitlines() if "call_api" in line)
+    assert "ConnectionError: api is down" in step_row  # a whole row on one line
 
 
 def test_send_delivers_an_event_to_a_waiting_run(db_url: str, clock: FakeClock) -> None:

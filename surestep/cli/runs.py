@@ -75,10 +75,14 @@ def show(
     tracebacks: Annotated[
         bool, typer.Option("--tracebacks", help="Print the traceback of every failed attempt.")
     ] = False,
+    full: Annotated[
+        bool, typer.Option("--full", help="Print each step's whole output, not its start.")
+    ] = False,
     as_json: AsJson = False,
     db: Db = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Show a run: its inputs and outcome, its steps and attempts, and its event log."""
+    """Show a run: its inputs and outcome, its steps (with their outputs) and attempts, and
+    its event log."""
     with opened(db) as surestep_app:
         run = surestep_app.get_run(run_id)
     if as_json:
@@ -86,7 +90,7 @@ def show(
         return
     console = new_console()
     console.print(run_header(run))
-    console.print(steps_table(run.steps) if run.steps else Text("no steps yet", style="dim"))
+    console.print(steps_table(run.steps, full) if run.steps else Text("no steps yet", style="dim"))
     print_tracebacks(console, run.steps, tracebacks)
     console.print(events_table(run.events))
 
