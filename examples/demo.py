@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SURESTEP = [sys.executable, "-m", "surestep.cli"]
 
 
+def surestep_command() -> str:
+    """How to call `surestep` from here, as typed: the console script of this interpreter's
+    environment (`.venv/bin/surestep` after `make demo`), which need not be on the PATH."""
+    script = Path(sys.executable).parent / "surestep"
+    if not script.exists():
+        return f"{sys.executable} -m surestep.cli"
+    relative = os.path.relpath(script)
+    return relative if os.sep in relative else f"./{relative}"
+
+
 def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
@@ -100,7 +110,7 @@ def main() -> None:
     second.wait(timeout=30)
     print(
         f"\nworker 2 shut down gracefully (exit {second.returncode}). Explore with:\n"
-        f"  SURESTEP_DATABASE_URL={env['SURESTEP_DATABASE_URL']} surestep runs"
+        f"  {surestep_command()} runs --db {env['SURESTEP_DATABASE_URL']}"
     )
     app.close()
 

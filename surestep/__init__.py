@@ -19,6 +19,7 @@ from surestep.errors import (
     Cancelled,
     ConfigurationError,
     CorruptRecordError,
+    DatabaseNotFoundError,
     DuplicateWorkflowError,
     EventTimeoutError,
     IdempotencyConflictError,
@@ -38,6 +39,7 @@ from surestep.errors import (
     UnknownWorkflowError,
 )
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.redrive import RedriveOutcome
 from surestep.retry import Retry
 from surestep.states import State
 from surestep.versions import VersionRecord
@@ -49,6 +51,7 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "CorruptRecordError",
+    "DatabaseNotFoundError",
     "DuplicateWorkflowError",
     "EventRecord",
     "EventTimeoutError",
@@ -58,6 +61,7 @@ __all__ = [
     "InvalidOperationError",
     "LeaseLostError",
     "NonDeterminismError",
+    "RedriveOutcome",
     "ResultTimeoutError",
     "Retry",
     "RunFailedError",

@@ -8,8 +8,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from surestep.clock import Clock, SystemClock
@@ -25,6 +25,7 @@ from surestep.errors import (
 from surestep.hooks import Hooks
 from surestep.names import check_name
 from surestep.records import RunRecord
+from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.serialization import dumps, loads_raw
@@ -46,7 +47,9 @@ class App:
     >>> app = App("sqlite:///surestep.db")   # doctest: +SKIP
     >>> App()   # reads SURESTEP_DATABASE_URL, else ./surestep.db  # doctest: +SKIP
 
-    The database is opened (and migrated) on first use, not when the App is made.
+    The database is opened (and migrated) on first use, not when the App is made. With
+    ``must_exist=True`` a missing SQLite file is an error rather than created (as the
+    read-only commands of ``surestep`` open it).
     """
 
     def __init__(
@@ -55,12 +58,14 @@ class App:
         *,
         clock: Clock | None = None,
         actor: str = "app",
+        must_exist: bool = False,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("SURESTEP_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
         self.clock: Clock = clock or SystemClock()
         self.actor = actor
+        self.must_exist = must_exist
         self.registry = Registry()
         self.hooks = Hooks()
         self._store: Store | None = None
@@ -72,7 +77,7 @@ class App:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    self._store = open_store(self.database_url)
+                    self._store = open_store(self.database_url, must_exist=self.must_exist)
         return self._store
 
     def close(self) -> None:
@@ -272,6 +277,38 @@ class App:
         self.wakers.wake_all()
         return steps
 
+    def retry_many(
+        self,
+        run_ids: Sequence[str] | None = None,
+        *,
+        workflow: str | None = None,
+        since: datetime | float | None = None,
+        error: str | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+        progress: Progress | None = None,
+    ) -> list[RedriveOutcome]:
+        """Redrive many dead-lettered runs; return what was (or would be) done with each.
+
+        Either ``run_ids``, or every dead letter matching ``workflow``, ``since`` (dead-
+        lettered at or after; a datetime or epoch seconds) and ``error`` (the type of its
+        error, e.g. ``"ConnectionError"``). One run that cannot be redriven does not stop
+        the rest: its outcome carries the ``error``. ``dry_run`` changes nothing.
+        ``progress(outcome, total)`` is called after each run.
+
+        >>> app.retry_many(workflow="summarize", error="TimeoutError")  # doctest: +SKIP
+        """
+        return redrive_many(
+            self,
+            run_ids,
+            workflow=workflow,
+            since=since,
+            error=error,
+            dry_run=dry_run,
+            actor=actor or self.actor,
+            progress=progress,
+        )
+
     def prune(self, older_than: timedelta, *, batch: int = 1000) -> int:
         """Delete finished runs (success, failed, cancelled) last changed more than
         ``older_than`` ago, with their steps, attempts and events; return how many.
@@ -310,6 +347,35 @@ class App:
         if self.registry.workflow(wf.name) is not wf:
             raise UnknownWorkflowError(f"workflow {wf.name!r} belongs to another App")
         return wf
+
+
+def _what_it_waits_for(run: RunRecord) -> str:
+    """Why an unsettled run has not settled, and what settles it (``result()``'s timeout)."""
+    if run.state == State.NEEDS_REVIEW:
+        parked = [e for e in run.events if e.position is None and e.to_state == run.state]
+        why = f" ({parked[-1].reason})" if parked and parked[-1].reason else ""
+        return (
+            f"it needs review{why}: it waits for a person's decision, not for a worker "
+            f"(`surestep show {run.id}`)"
+        )
+    if run.state != State.WAITING:
+        return "is a worker running (`surestep worker MODULE:APP`)?"
+    until = "" if run.available_at is None else f" until {_when(run.available_at)}"
+    events = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("event:")]
+    children = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("child:")]
+    if events:
+        names = " or ".join(repr(name) for name in events)
+        return (
+            f"it waits for event {names}{until} (send it with "
+            f"`surestep send {run.id} {events[0]}` or app.send_event)"
+        )
+    if children:
+        return f"it waits for child run {children[0]!r} to finish"
+    return f"it waits for a timer (a sleep or a retry backoff){until}"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
@@ -354,8 +420,8 @@ class RunHandle:
                 return self._outcome(found[0], found[1], found[2], found[3])
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(
-                    f"run {self.id!r} is still {found[0]} after {timeout}s; is a worker "
-                    f"running (`surestep worker MODULE:APP`)?"
+                    f"run {self.id!r} is still {found[0]} after {timeout}s; "
+                    + _what_it_waits_for(self.app.get_run(self.id))
                 )
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)

@@ -91,6 +91,12 @@ class CorruptRecordError(SurestepError):
         )
 
 
+class DatabaseNotFoundError(StorageError):
+    """A command that only reads was pointed at a database that does not exist."""
+
+    code = "database_not_found"
+
+
 class RunNotFoundError(SurestepError):
     """No run has that id."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -15,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
+from surestep.redrive import RedriveOutcome
 from surestep.states import State
 
 STATE_STYLES: Final[dict[State, str]] = {
@@ -29,8 +31,19 @@ STATE_STYLES: Final[dict[State, str]] = {
 }
 
 
+# Piped output (not a terminal, and no $COLUMNS) is for grep and files: rich would wrap
+# it at 80 columns, so give it room for any line instead.
+PIPED_WIDTH: Final = 1000
+# How much of a step's output `surestep show` prints without --full.
+OUTPUT_PREVIEW: Final = 60
+
+
 def new_console() -> Console:
-    return Console(highlight=False)
+    """A console as wide as the terminal; when piped, one that does not wrap lines."""
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH
+    return console
 
 
 def echo_json(data: Any) -> None:
@@ -167,9 +180,10 @@ def last_failure(step: StepRecord) -> dict[str, Any] | None:
     return failed[-1] if failed else step.error
 
 
-def steps_table(steps: Sequence[StepRecord]) -> Table:
-    """The run's steps in order; a step's compensation (kept at position -(p+1)) shows
-    in its own row's ``undo`` column rather than as a row of its own."""
+def steps_table(steps: Sequence[StepRecord], full: bool = False) -> Table:
+    """The run's steps in order, each with its output (cut to a preview unless ``full``);
+    a step's compensation (kept at position -(p+1)) shows in its own row's ``undo``
+    column rather than as a row of its own."""
     undo = {-(s.position + 1): s for s in steps if s.position < 0}
     table = new_table(
         "#",
@@ -177,6 +191,7 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
         "state",
         "attempts",
         "duration",
+        "output",
         "last error",
         "next attempt",
         "undo",
@@ -190,14 +205,43 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
         table.add_row(
             str(step.position),
             Text(step.name),
-            state_text(step.state),
+            step_state_text(step),
             str(step.attempts),
             "" if duration is None else format_duration(duration),
+            Text(output_text(step, full)),
             Text(error_summary(last_failure(step))),
             format_time(step.next_attempt_at) if waiting else "",
             undo_text(step, compensation),
         )
     return table
+
+
+def timed_out(step: StepRecord) -> bool:
+    """A wait for an event that ended because its timeout passed, not because one came.
+
+    A delivered event is stored as ``{"event", "payload"}``, so a wait that succeeded
+    with no output timed out (returning None); one that failed raised EventTimeoutError.
+    """
+    if not step.name.startswith("event:"):
+        return False
+    if step.state == State.SUCCESS:
+        return step.output is None
+    kind = str((step.error or {}).get("type", ""))
+    return step.state == State.FAILED and kind.endswith("EventTimeoutError")
+
+
+def step_state_text(step: StepRecord) -> Text:
+    return Text("timed out", style="yellow") if timed_out(step) else state_text(step.state)
+
+
+def output_text(step: StepRecord, full: bool) -> str:
+    """A step's output as JSON: all of it with ``full``, else its first characters."""
+    if step.state != State.SUCCESS or timed_out(step):
+        return ""
+    text = json.dumps(step.output, ensure_ascii=False, default=str)
+    if full or len(text) <= OUTPUT_PREVIEW:
+        return text
+    return text[: OUTPUT_PREVIEW - 1] + "…"
 
 
 def undo_text(step: StepRecord, compensation: StepRecord | None) -> Text:
@@ -232,7 +276,8 @@ def print_tracebacks(console: Console, steps: Sequence[StepRecord], show: bool) 
         return
     for step, attempt, traceback in failed:
         title = f"step {step.position} {step.name}, attempt {attempt.attempt}"
-        console.print(Rule(Text(title), align="left"))
+        # A rule spans the console: across a terminal, not across a piped line's room.
+        console.print(Rule(Text(title), align="left") if console.is_terminal else f"── {title}")
         console.print(Text(traceback.rstrip()))
 
 
@@ -297,3 +342,21 @@ def dead_letter_table(found: Sequence[RunRecord]) -> Table:
             format_time(run.updated_at),
         )
     return table
+
+
+def redrive_line(outcome: RedriveOutcome) -> str:
+    """One run of ``surestep retry``: what was (or would be) redriven, or why not."""
+    if outcome.error is not None:
+        return f"run {outcome.run_id}: not redriven: {outcome.error}"
+    steps = ", ".join(outcome.steps) if outcome.steps else "none"
+    if outcome.dry_run:
+        return f"run {outcome.run_id}: would be redriven; step(s): {steps}"
+    return f"run {outcome.run_id} is pending again; redriven step(s): {steps}"
+
+
+def redrive_summary(outcomes: Sequence[RedriveOutcome], dry_run: bool) -> str:
+    done = sum(1 for outcome in outcomes if outcome.ok)
+    failed = len(outcomes) - done
+    verb = "would redrive" if dry_run else "redrove"
+    tail = f"; {failed} could not be redriven" if failed else ""
+    return f"{verb} {done} of {len(outcomes)} run(s){tail}"

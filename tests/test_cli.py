@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -139,9 +139,38 @@ def test_runs_with_an_unknown_state_lists_the_valid_states(project: Project) -> 
 
 def test_runs_on_an_empty_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/empty.db"
+    assert invoke("migrate", "--db", url).exit_code == 0
 
     assert invoke("runs", "--db", url).stdout == "no runs\n"
     assert json.loads(invoke("runs", "--json", "--db", url).stdout) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "r-1"],
+        ["dlq"],
+        ["retry", "r-1"],
+        ["cancel", "r-1"],
+        ["send", "r-1", "approved"],
+        ["prune", "--older-than", "1d"],
+    ],
+)
+def test_commands_on_a_missing_sqlite_file_create_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo" / "dir" / "x.db"
+
+    result = invoke(*command, "--db", f"sqlite:///{missing}")
+
+    assert_clean_error(
+        result,
+        1,
+        f"no surestep database at {missing}; start a run or run `surestep migrate`",
+    )
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_database_password_is_never_printed(tmp_path: Path) -> None:
@@ -243,6 +272,48 @@ def test_retry_of_a_run_that_is_not_dead_lettered(project: Project) -> None:
     assert_clean_error(result, 1, "error: ", "not dead_letter", "surestep dlq")
 
 
+def test_retry_many_ids_reports_each_and_exits_1_if_any_failed(project: Project) -> None:
+    result = invoke("retry", "dl-1", "ok-1", "--db", project.url)
+
+    assert result.exit_code == 1, result.output
+    assert "run dl-1 is pending again; redriven step(s): call_api" in result.stdout
+    assert "run ok-1: not redriven: run 'ok-1' is success, not dead_letter" in result.stdout
+    assert "redrove 1 of 2 run(s); 1 could not be redriven" in result.stderr
+    assert project.app.handle("dl-1").state == State.PENDING
+
+
+def test_retry_dead_letters_dry_run_then_for_real(project: Project) -> None:
+    dry = invoke("retry", "--dead-letters", "--error", "ConnectionError", "--dry-run",
+                 "--db", project.url)  # fmt: skip
+    none = invoke("retry", "--dead-letters", "--workflow", "greet", "--db", project.url)
+    recent = invoke("retry", "--dead-letters", "--since", "1h", "--db", project.url)
+    real = invoke("retry", "--dead-letters", "--since", "2020-01-01", "--db", project.url)
+
+    assert dry.exit_code == 0, dry.output
+    assert "run dl-1: would be redriven; step(s): call_api" in dry.stdout
+    assert "would redrive 1 of 1 run(s)" in dry.stderr
+    assert none.exit_code == 0 and "redrove 0 of 0 run(s)" in none.stderr
+    assert recent.exit_code == 0 and recent.stdout == ""  # dead-lettered at the fake START
+    assert real.exit_code == 0, real.output
+    assert "run dl-1 is pending again" in real.stdout
+    assert project.app.handle("dl-1").state == State.PENDING
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "give RUN_ID ... or --dead-letters"),
+        (["dl-1", "--dead-letters"], "give RUN_ID ... or --dead-letters"),
+        (["dl-1", "--workflow", "greet"], "narrow --dead-letters"),
+        (["--dead-letters", "--since", "yesterday"], "--since 'yesterday'"),
+    ],
+)
+def test_retry_usage_errors(project: Project, args: list[str], fragment: str) -> None:
+    result = invoke("retry", *args, "--db", project.url)
+
+    assert_clean_error(result, 2, fragment)
+
+
 def test_cancel_a_pending_run(project: Project) -> None:
     result = invoke("cancel", "pending-1", "--reason", "duplicate", "--db", project.url)
 
@@ -296,6 +367,10 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         ("surestep:State", "not a surestep.App"),
         ("surestep", "is not MODULE:APP"),
         ("needs_missing_dep:app", "install the missing package"),
+        ("good.py:app", "'good.py:app' names a file; name the module instead: drop `.py`"),
+        ("good.py:app", "(use `good:app`)"),
+        ("jobs/good.py:app", "(use `jobs.good:app`)"),
+        ("good.py", "(use `good:app`)"),
     ],
 )
 def test_worker_with_a_bad_target(project_dir: Path, target: str, fragment: str) -> None:
@@ -406,6 +481,31 @@ def test_worker_process_executes_runs_and_stops_on_sigterm(
 
     log = (cwd / "worker.log").read_text()
     assert "surestep.worker" in log and "stopped" in log
+    assert f"database sqlite:///{cwd}/w.db (from the App in jobs:app)" in log
+
+
+@pytest.mark.slow
+def test_worker_db_option_overrides_the_apps_database(worker_project: tuple[App, Path]) -> None:
+    _, cwd = worker_project
+    other = f"sqlite:///{cwd}/other.db"
+    client = App(other)
+
+    @client.workflow()
+    def greet(name: str) -> str:
+        raise AssertionError("the worker executes this, not the test")
+
+    handle = client.start(greet, "ada", run_id="elsewhere")
+    try:
+        with worker_process(cwd, "--db", other) as process:
+            assert handle.result(timeout=20) == "hello ADA"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+    finally:
+        client.close()
+
+    log = (cwd / "worker.log").read_text()
+    assert f"database {other} (from --db)" in log
+    assert not (cwd / "w.db").exists()  # the App's own database was never opened
 
 
 @pytest.mark.slow
@@ -422,6 +522,43 @@ def test_worker_process_exits_when_a_sync_run_outlives_the_grace_period(
 
     assert "still busy after the grace period" in (cwd / "worker.log").read_text()
     assert handle.state == State.PENDING  # released: another worker resumes it
+
+
+def test_show_prints_step_outputs_cut_or_full_and_timed_out_waits(
+    db_url: str, clock: FakeClock
+) -> None:
+    app = App(db_url, clock=clock)
+
+    @app.step(name="long_text")
+    def long_text() -> str:
+        return "word " * 40 + "THE-END"
+
+    @app.workflow(name="chatty")
+    def chatty() -> object:
+        long_text()
+        return surestep.wait_for_event("approved", timeout=timedelta(hours=1))
+
+    handle = run_workflow(app, chatty, run_id="chatty-1")
+    assert handle.result() is None  # the wait timed out
+    short = invoke("show", "chatty-1", "--db", db_url)
+    full = invoke("show", "chatty-1", "--full", "--db", db_url)
+    app.close()
+
+    assert short.exit_code == 0, short.output
+    assert '"word word word' in short.stdout and "…" in short.stdout
+    assert "THE-END" not in short.stdout
+    assert "THE-END" in full.stdout
+    wait_row = next(line for line in short.stdout.splitlines() if "event:approved" in line)
+    assert "timed out" in wait_row and "success" not in wait_row
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns(project: Project) -> None:
+    result = invoke("show", "dl-1", "--db", project.url, env={"COLUMNS": None})
+
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) > 80
+    step_row = next(line for line in result.stdout.splitlines() if "call_api" in line)
+    assert "ConnectionError: api is down" in step_row  # a whole row on one line
 
 
 def test_send_delivers_an_event_to_a_waiting_run(db_url: str, clock: FakeClock) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,3 +31,28 @@ def test_the_order_saga_refunds_then_releases() -> None:
     assert order == sorted(order)  # undone in reverse order: refund, then release
     assert "refund_payment: undone" in out and "release_inventory: undone" in out
     assert "confirmed" not in out
+
+
+@pytest.mark.slow
+def test_the_demo_ends_with_a_command_that_works_as_printed() -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/demo.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.strip().splitlines()[-1].strip()
+
+    # As a reader would paste it: in the project's directory, with no virtualenv active.
+    path = os.pathsep.join(
+        part for part in os.environ.get("PATH", "").split(os.pathsep) if ".venv" not in part
+    )
+    ran = subprocess.run(
+        printed, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PATH": path, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert ran.returncode == 0, (printed, ran.stderr)
+    assert "doc-07" in ran.stdout and "success" in ran.stdout

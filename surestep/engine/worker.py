@@ -144,8 +144,13 @@ class Worker:
     # -- running ---------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully."""
-        asyncio.run(self.run_async(handle_signals=True))
+        """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+        From a thread other than the main thread, where Python cannot install signal
+        handlers, it runs until :meth:`stop` is called instead.
+        """
+        main_thread = threading.current_thread() is threading.main_thread()
+        asyncio.run(self.run_async(handle_signals=main_thread))
 
     def stop(self) -> None:
         """Ask the worker to shut down gracefully; safe from any thread."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from surestep.errors import ConfigurationError
+from surestep.errors import ConfigurationError, DatabaseNotFoundError
 from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcome
 from surestep.storage.coordination import CoordinationStore as Store
 from surestep.storage.urls import redact
@@ -25,8 +26,12 @@ _SQLITE_HELP = (
 )
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, must_exist: bool = False) -> Store:
     """Open (and migrate) the database at ``url``.
+
+    With ``must_exist``, a SQLite file that does not exist is an error
+    (:class:`DatabaseNotFoundError`) instead of being created with its directories: what
+    commands that only read want, so that a typo in a path creates nothing.
 
     >>> store = open_store("sqlite:///surestep.db")  # doctest: +SKIP
     """
@@ -40,6 +45,10 @@ def open_store(url: str) -> Store:
         from surestep.storage.sqlite import SQLiteStore
 
         path, synchronous = _sqlite_target(url)
+        if must_exist and path != ":memory:" and not Path(path).is_file():
+            raise DatabaseNotFoundError(
+                f"no surestep database at {path}; start a run or run `surestep migrate`"
+            )
         return SQLiteStore(path, synchronous)
     if scheme in ("postgresql", "postgres"):
         from surestep.storage.postgres import PostgresStore

@@ -1,16 +1,36 @@
-"""What ``surestep versions`` prints: per workflow version, its unfinished runs and
-whether a live worker serves it, as a table or as JSON."""
+"""``surestep versions``: per workflow version, its unfinished runs and whether a live
+worker serves it, as a table or as JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import typer
 from rich.table import Table
 from rich.text import Text
 
+from surestep.app import DEFAULT_DATABASE_URL
+from surestep.cli.common import AsJson, Db, opened
 from surestep.render import STATE_STYLES, echo_json, new_console
 from surestep.versions import VersionRecord
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to the ``surestep`` command."""
+    app.command()(versions)
+
+
+def versions(as_json: AsJson = False, db: Db = DEFAULT_DATABASE_URL) -> None:
+    """List, per workflow, the versions with unfinished runs and whether a live worker
+    serves each.
+
+    A version with runs and no live worker is stranded: deploy a worker that registers
+    it, or use surestep.patched() in the new code.
+    """
+    with opened(db) as surestep_app:
+        report = surestep_app.versions()
+    print_versions(report, as_json)
 
 
 def version_summary(record: VersionRecord) -> dict[str, Any]:

@@ -1,0 +1,5 @@
+"""``python -m surestep.cli``: the ``surestep`` command without the console script."""
+
+from surestep.cli import main
+
+main()
