@@ -26,6 +26,7 @@ from surestep.context import CURRENT_RUN, CURRENT_STEP
 from surestep.errors import (
     EventTimeoutError,
     LeaseLostError,
+    SerializationError,
     StepError,
     StorageError,
     SurestepError,
@@ -58,6 +59,7 @@ class Waits:
 
         def expect(self, position: int, name: str) -> RecordedStep | None: ...
         def halt(self, verdict: Verdict) -> NoReturn: ...
+        def code_changed(self, exc: SurestepError) -> NoReturn: ...
         def lost(self, exc: LeaseLostError) -> NoReturn: ...
         def storage_trouble(self, exc: StorageError) -> NoReturn: ...
 
@@ -159,13 +161,13 @@ class Waits:
                 self.storage_trouble(exc)
             self.halt(waiting)
         if recorded.state == State.SUCCESS:
-            return workflow.codec.decode_result(recorded.output, where)
+            return self._decoded(workflow, recorded.output, where)
         if recorded.state == State.FAILED:
             raise _child_error(name, recorded.error)
         found = self.store.run_state(child_id)
         if found is not None and found[0] == State.SUCCESS:
             self._write(position, name, resolve=found[1] or "null")
-            return workflow.codec.decode_result(found[1], where)
+            return self._decoded(workflow, found[1], where)
         if found is None or found[0] in (State.FAILED, State.CANCELLED):
             error = (found[2] if found is not None else None) or json.dumps(
                 {"type": "ChildRunLost", "message": f"{where} does not exist"}
@@ -173,6 +175,12 @@ class Waits:
             self._write(position, name, fail=error)
             raise _child_error(name, error)
         self.halt(waiting)
+
+    def _decoded(self, workflow: WorkflowDef, output: str | None, where: str) -> Any:
+        try:
+            return workflow.codec.decode_result(output, where)
+        except SerializationError as exc:  # the child's code changed: park, to retry
+            self.code_changed(exc)
 
     def _write(
         self,
