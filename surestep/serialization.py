@@ -93,7 +93,7 @@ class Codec:
         except PydanticUserError as exc:
             raise ConfigurationError(
                 f"{self._name}: {what} {type_name(annotation)} is a type surestep cannot "
-                f"store as JSON ({str(exc).splitlines()[0]}). Annotate it with a pydantic "
+                f"store as JSON ({_first_sentence(exc)}). Annotate it with a pydantic "
                 f"model, a dataclass, or JSON types (str, int, float, bool, None, list, "
                 f"dict), or convert the value to one of those"
             ) from None
@@ -212,6 +212,12 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and not get_args(annotation):
         return annotation.__qualname__
     return repr(annotation).replace("typing.", "")
+
+
+def _first_sentence(exc: Exception) -> str:
+    # pydantic goes on to suggest arbitrary_types_allowed, which would not make the value
+    # storable: keep only what it could not handle.
+    return str(exc).splitlines()[0].split(". ")[0].rstrip(".")
 
 
 def _problems(exc: ValidationError) -> tuple[tuple[str, str, str], ...]:
