@@ -42,7 +42,17 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 def dumps(value: Any, where: str) -> str:
-    """Encode ``value`` as JSON text; ``where`` names it in the error message."""
+    """Encode ``value`` as plain JSON text; ``where`` names it in the error message.
+
+    Nothing types the value here (an event's payload, say), so a value that JSON would
+    change (a set, bytes, ...) is refused rather than stored changed.
+    """
+    found = _lossy_untyped(value, "")
+    if found is not None:
+        raise SerializationError(
+            f"{where}{_at(found[0])} is {found[1]}. Convert it to a JSON type first "
+            f"(a list, a str, string keys)"
+        )
     try:
         return to_json(value).decode()
     except PydanticSerializationError as exc:
@@ -121,9 +131,8 @@ class Codec:
         found = lossy(annotation, value)
         if found is not None:
             path, problem = found
-            at = f" at {path}" if path else ""
             raise SerializationError(
-                f"{where}{at} is {problem}. Nothing says how to store it: annotate it "
+                f"{where}{_at(path)} is {problem}. Nothing says how to store it: annotate it "
                 f"(e.g. set[str], bytes, dict[int, str]) so it is stored and decoded as "
                 f"that type, or convert it to a JSON type"
             )
@@ -212,6 +221,10 @@ def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and not get_args(annotation):
         return annotation.__qualname__
     return repr(annotation).replace("typing.", "")
+
+
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
 
 
 def _first_sentence(exc: Exception) -> str:

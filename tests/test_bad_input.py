@@ -149,6 +149,8 @@ def test_bad_deadlines_and_events_are_refused_before_anything_is_stored(app: App
         app.send_event(handle.id, "", None)
     with pytest.raises(SerializationError, match="payload of event 'x'"):
         app.send_event(handle.id, "x", threading.Lock())
+    with pytest.raises(SerializationError, match=r"payload of event 'x' at \['ids'\] is a set"):
+        app.send_event(handle.id, "x", {"ids": {1, 2}})
     with pytest.raises(SurestepError, match="only inside a workflow"):
         surestep.wait_for_event("x")
     with pytest.raises(SurestepError, match="non-empty list of event names"):
