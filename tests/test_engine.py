@@ -401,6 +401,40 @@ def test_a_recorded_output_that_no_longer_decodes_is_dead_lettered_then_retried(
     restored.close()
 
 
+def test_stored_inputs_that_no_longer_decode_dead_letter_the_run_for_a_retry(
+    db_url: str, clock: FakeClock
+) -> None:
+    def version(takes_fields: bool) -> App:
+        app = App(db_url, clock=clock)
+
+        def ingest_v1(doc: str) -> str:
+            return doc
+
+        def ingest_v2(doc: Fields) -> str:
+            return doc.invoice_no
+
+        app.workflow(name="ingest")(ingest_v2 if takes_fields else ingest_v1)
+        return app
+
+    old = version(takes_fields=False)
+    old.start("ingest", "INV-9", run_id="in-1")  # started, then the code changes
+    old.close()
+
+    new = version(takes_fields=True)
+    drive(new, until=lambda: new.get_run("in-1").state in SETTLED)
+    run = new.get_run("in-1")
+    assert run.state == State.DEAD_LETTER and run.error is not None
+    assert "argument 'doc' of workflow 'ingest'" in run.error["message"]
+    assert "no longer matches its annotation" in run.error["message"]
+    new.close()
+
+    restored = version(takes_fields=False)
+    restored.retry("in-1")
+    drive(restored, until=lambda: restored.get_run("in-1").state in SETTLED)
+    assert restored.handle("in-1").result() == "INV-9"
+    restored.close()
+
+
 def test_idempotency_key_is_stable_across_retries(app: App) -> None:
     keys: list[str] = []
 
