@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from surestep.clock import Clock, SystemClock
 from surestep.engine.steps import make_step_wrapper
@@ -92,17 +92,28 @@ class App:
 
     # -- declaring ---------------------------------------------------------------------
 
+    @overload
+    def workflow(self, name: Callable[P, R], version: str = "1") -> Callable[P, R]: ...
+
+    @overload
     def workflow(
         self, name: str | None = None, version: str = "1"
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def workflow(
+        self, name: str | Callable[P, R] | None = None, version: str = "1"
+    ) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
         """Declare a workflow. Called directly (outside a worker) it is a plain call.
 
         >>> @app.workflow(name="summarize", version="1")   # doctest: +SKIP
         ... def summarize(doc_id: str) -> dict: ...
+
+        ``@app.workflow`` without parentheses names it after the function.
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            workflow = self.registry.add_workflow(fn, name or fn.__name__, version)
+            wf_name = name if isinstance(name, str) else _default_name(fn, "workflow")
+            workflow = self.registry.add_workflow(fn, wf_name, version)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -111,8 +122,22 @@ class App:
             call.__surestep_workflow__ = workflow  # type: ignore[attr-defined]
             return call
 
+        if callable(name):  # @app.workflow, without parentheses
+            return register(name)
         return register
 
+    @overload
+    def step(
+        self,
+        name: Callable[P, R],
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        on_exhausted: str = "dead_letter",
+        compensate: Callable[..., Any] | None = None,
+    ) -> Callable[P, R]: ...
+
+    @overload
     def step(
         self,
         name: str | None = None,
@@ -121,7 +146,17 @@ class App:
         timeout: float | None = None,
         on_exhausted: str = "dead_letter",
         compensate: Callable[..., Any] | None = None,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def step(
+        self,
+        name: str | Callable[P, R] | None = None,
+        *,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        on_exhausted: str = "dead_letter",
+        compensate: Callable[..., Any] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
         """Declare a step: inside a workflow each call is checkpointed and retried.
 
         Outside any workflow the decorated function is an ordinary call, so steps can be
@@ -133,10 +168,14 @@ class App:
         cancelled, the compensations of its completed steps run in reverse order, each
         called with the step's own arguments and checkpointed like a step, with its own
         retries. Pass another ``@app.step`` (for its retry policy) or a plain function.
+
+        ``@app.step`` without parentheses takes the defaults. A step's name is what the
+        run's history records, so it must stay the same across deploys: a lambda has
+        none and needs ``app.step(name=...)(lambda ...)``.
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            step_name = name or _default_name(fn)
+            step_name = name if isinstance(name, str) else _default_name(fn, "step")
             undo = None if compensate is None else self._compensation(compensate, step_name)
             step = self.registry.add_step(
                 fn, step_name, retry or DEFAULT_RETRY, timeout, on_exhausted, undo
@@ -145,6 +184,8 @@ class App:
             wrapper.__surestep_step__ = step  # type: ignore[attr-defined]
             return wrapper
 
+        if callable(name):  # @app.step, without parentheses
+            return register(name)
         return register
 
     def _compensation(self, undo: Callable[..., Any], step_name: str) -> StepDef:
@@ -344,8 +385,12 @@ class App:
                 f"{getattr(workflow, '__qualname__', workflow)!r} is not a workflow; "
                 f"decorate it with @app.workflow()"
             )
-        if self.registry.workflow(wf.name) is not wf:
-            raise UnknownWorkflowError(f"workflow {wf.name!r} belongs to another App")
+        if self.registry.find(wf.name) is not wf:
+            raise UnknownWorkflowError(
+                f"workflow {wf.name!r} is registered on another App, not on {self!r}; "
+                f"start it with the App whose @app.workflow declared it (a worker of that "
+                f"App runs it), or declare it on this one"
+            )
         return wf
 
 
@@ -378,9 +423,23 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def _default_name(fn: Callable[..., Any]) -> str:
-    """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped."""
-    return fn.__qualname__.rsplit("<locals>.", 1)[-1]
+def _default_name(fn: Callable[..., Any], kind: str) -> str:
+    """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped.
+
+    A step's name is recorded in each run's history, so it must not change between
+    deploys: a lambda (``<lambda>``, the same for all of them) or a callable without a
+    name gets an error rather than a made-up name (a line number would change with any
+    edit above it).
+    """
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str) or qualname.endswith("<lambda>"):
+        what = "a lambda" if isinstance(qualname, str) else f"{fn!r}"
+        raise ConfigurationError(
+            f"{what} has no name of its own to record in a run's history; give the "
+            f'{kind} one: app.{kind}(name="...")(fn), or declare it with def'
+        )
+    name = qualname.rsplit("<locals>.", 1)[-1]
+    return name.rsplit(".", 1)[-1] if kind == "workflow" else name
 
 
 class RunHandle:

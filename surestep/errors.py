@@ -45,6 +45,28 @@ class SerializationError(SurestepError):
     code = "serialization"
 
 
+class OutputValidationError(SerializationError):
+    """A step returned a value that does not match its return annotation.
+
+    Raised before anything is recorded; the attempt counts as failed and goes through the
+    step's retry policy and ``on_exhausted`` like any other error (a model's output is
+    often right on the next try). ``problems`` lists ``(path, message, received type)``
+    for each mismatch.
+    """
+
+    code = "output_validation"
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class InputValidationError(SerializationError):
+    """An argument does not match its parameter's annotation; nothing was stored."""
+
+    code = "input_validation"
+
+
 class StorageError(SurestepError):
     """The database cannot be opened, written or understood.
 

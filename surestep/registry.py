@@ -53,7 +53,8 @@ class Registry:
                 f"workflow {name!r} is already registered (by {other.__module__}."
                 f"{other.__qualname__}); give one of them another name=..."
             )
-        wf = WorkflowDef(name, str(version), fn, inspect.iscoroutinefunction(fn), Codec(fn))
+        codec = Codec(fn, f"workflow {name!r}")
+        wf = WorkflowDef(name, str(version), fn, inspect.iscoroutinefunction(fn), codec)
         self._workflows[name] = wf
         return wf
 
@@ -86,11 +87,15 @@ class Registry:
             timeout,
             on_exhausted,  # type: ignore[arg-type]
             inspect.iscoroutinefunction(fn),
-            Codec(fn),
+            Codec(fn, f"step {name!r}"),
             compensate,
         )
         self._steps[name] = step
         return step
+
+    def find(self, name: str) -> WorkflowDef | None:
+        """The workflow registered under ``name``, or None."""
+        return self._workflows.get(name)
 
     def workflow(self, name: str) -> WorkflowDef:
         try:

@@ -6,27 +6,53 @@ function* that produced or consumes the value (a step's return annotation, a
 workflow's parameter annotations), never a type name read from the database, so a
 tampered database cannot make surestep import or build arbitrary objects.
 
+Encoding validates (and converts) the value against the same annotation first, so what
+is stored always decodes again: a step's output that does not match its annotation is
+an ``OutputValidationError`` (a failed attempt), a workflow argument that does not
+match is an ``InputValidationError`` at ``start()``. Where nothing says how to store a
+value (no annotation, ``Any``, the items of a bare ``dict``), a value that JSON would
+silently change (a set, bytes, a non-string dict key, NaN) is refused.
+
 The runtime hands the workflow the decoded form of what it stored even on the first
 execution, so a run sees identical values live and on replay.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import json
+import math
+import types
+import typing
 from collections.abc import Callable
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
-from surestep.errors import SerializationError
+from surestep.errors import (
+    ConfigurationError,
+    InputValidationError,
+    OutputValidationError,
+    SerializationError,
+)
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 def dumps(value: Any, where: str) -> str:
-    """Encode ``value`` as JSON text; ``where`` names it in the error message."""
+    """Encode ``value`` as plain JSON text; ``where`` names it in the error message.
+
+    Nothing types the value here (an event's payload, say), so a value that JSON would
+    change (a set, bytes, ...) is refused rather than stored changed.
+    """
+    found = _lossy_untyped(value, "")
+    if found is not None:
+        raise SerializationError(
+            f"{where}{_at(found[0])} is {found[1]}. Convert it to a JSON type first "
+            f"(a list, a str, string keys)"
+        )
     try:
         return to_json(value).decode()
     except PydanticSerializationError as exc:
@@ -44,24 +70,86 @@ def loads_raw(text: str | None) -> Any:
 
 
 class Codec:
-    """Encodes and decodes one function's return value and arguments."""
+    """Encodes and decodes one function's return value and arguments.
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self._name = getattr(fn, "__qualname__", repr(fn))
+    ``label`` names the function in errors (``"step 'fetch'"``); an annotation pydantic
+    cannot handle is a ``ConfigurationError`` here, at decoration, not at the first run.
+    """
+
+    def __init__(self, fn: Callable[..., Any], label: str | None = None) -> None:
+        self._name = label or getattr(fn, "__qualname__", repr(fn))
         try:
             hints = get_type_hints(fn)
         except Exception:  # unresolvable forward references: fall back to plain JSON
             hints = {}
         self._signature = inspect.signature(fn)
-        returns = hints.get("return", Any)
-        self._result = _ANY if returns is Any else TypeAdapter(returns)
-        self._params = {
-            name: TypeAdapter(hints[name]) if name in hints else _ANY
-            for name in self._signature.parameters
-        }
+        self._returns = hints.get("return", Any)
+        self._result = self._adapter(self._returns, "the return annotation")
+        self._params: dict[str, tuple[Any, TypeAdapter[Any]]] = {}
+        for name, param in self._signature.parameters.items():
+            hint = hints.get(name, Any)
+            # *args and **kwargs are annotated per item; they are stored whole.
+            if param.kind is param.VAR_POSITIONAL:
+                hint = Any if hint is Any else tuple[hint, ...]  # type: ignore[valid-type]
+            elif param.kind is param.VAR_KEYWORD:
+                hint = Any if hint is Any else dict[str, hint]  # type: ignore[valid-type]
+            self._params[name] = (hint, self._adapter(hint, f"parameter {name!r}"))
+
+    def _adapter(self, annotation: Any, what: str) -> TypeAdapter[Any]:
+        if annotation is Any:
+            return _ANY
+        try:
+            return TypeAdapter(annotation)
+        except PydanticUserError as exc:
+            raise ConfigurationError(
+                f"{self._name}: {what} {type_name(annotation)} is a type surestep cannot "
+                f"store as JSON ({_first_sentence(exc)}). Annotate it with a pydantic "
+                f"model, a dataclass, or JSON types (str, int, float, bool, None, list, "
+                f"dict), or convert the value to one of those"
+            ) from None
 
     def encode_result(self, value: Any, where: str) -> str:
-        return dumps(value, where)
+        """Validate (and convert) ``value`` against the return annotation, then encode it.
+
+        A mismatch is an ``OutputValidationError``; a value that cannot be stored as
+        JSON, or only lossily, is a ``SerializationError``.
+        """
+        if self._result is not _ANY:
+            try:
+                value = self._result.validate_python(value)
+            except ValidationError as exc:
+                problems = _problems(exc)
+                raise OutputValidationError(
+                    f"{where} does not match the return annotation "
+                    f"{type_name(self._returns)} of {self._name}: {_describe(problems)}",
+                    problems,
+                ) from None
+        return self._encode(self._returns, self._result, value, where)
+
+    def _encode(self, annotation: Any, adapter: TypeAdapter[Any], value: Any, where: str) -> str:
+        """Encode a value that already matches ``annotation``, refusing lossy storage."""
+        found = lossy(annotation, value)
+        if found is not None:
+            path, problem = found
+            raise SerializationError(
+                f"{where}{_at(path)} is {problem}. Nothing says how to store it: annotate it "
+                f"(e.g. set[str], bytes, dict[int, str]) so it is stored and decoded as "
+                f"that type, or convert it to a JSON type"
+            )
+        if adapter is _ANY:
+            return dumps(value, where)
+        try:
+            text = adapter.dump_json(value).decode()
+        except PydanticSerializationError as exc:
+            raise SerializationError(f"{where} is not JSON-serialisable: {exc}") from None
+        try:  # e.g. NaN as a float: stored as null, which no longer decodes as a float
+            adapter.validate_json(text)
+        except ValidationError as exc:
+            raise SerializationError(
+                f"{where} would be stored as {text[:80]}, which does not decode again as "
+                f"{type_name(annotation)}: {_describe(_problems(exc))}"
+            ) from None
+        return text
 
     def decode_result(self, text: str | None, where: str) -> Any:
         if text is None:
@@ -71,18 +159,30 @@ class Codec:
         except ValidationError as exc:
             raise SerializationError(
                 f"{where}: the stored value no longer matches the return annotation of "
-                f"{self._name}: {exc.errors()[0]['msg']}. Did the code change while the "
-                f"run was in flight?"
+                f"{self._name}: {_describe(_problems(exc))}. Did the code change while the "
+                f"run was in flight? Restore the code it ran with, then `surestep retry` it"
             ) from None
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> str:
+        """Bind, validate (and convert) and encode arguments; a mismatch is an
+        ``InputValidationError`` naming the parameter."""
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise SerializationError(f"{where}: {exc}") from None
+            raise InputValidationError(f"{where}: {exc}") from None
         encoded = {}
         for name, value in bound.arguments.items():
-            encoded[name] = json.loads(dumps(value, f"argument {name!r} of {where}"))
+            annotation, adapter = self._params[name]
+            place = f"argument {name!r} of {where}"
+            if adapter is not _ANY:
+                try:
+                    value = adapter.validate_python(value)
+                except ValidationError as exc:
+                    raise InputValidationError(
+                        f"{place} does not match its annotation {type_name(annotation)}: "
+                        f"{_describe(_problems(exc))}"
+                    ) from None
+            encoded[name] = json.loads(self._encode(annotation, adapter, value, place))
         return json.dumps(encoded, separators=(",", ":"))
 
     def decode_args(self, text: str, where: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -94,13 +194,14 @@ class Codec:
             if name not in stored:
                 gap = True
                 continue
-            adapter = self._params.get(name, _ANY)
+            adapter = self._params[name][1]
             try:
                 value = adapter.validate_python(stored[name])
             except ValidationError as exc:
                 raise SerializationError(
-                    f"argument {name!r} of {where} does not match its annotation: "
-                    f"{exc.errors()[0]['msg']}"
+                    f"argument {name!r} of {where} no longer matches its annotation: "
+                    f"{_describe(_problems(exc))}. Did the code change while the run was in "
+                    f"flight? Restore the code it ran with, then `surestep retry` it"
                 ) from None
             if param.kind is param.VAR_POSITIONAL:
                 args.extend(value)
@@ -113,3 +214,123 @@ class Codec:
             else:
                 args.append(value)
         return tuple(args), kwargs
+
+
+def type_name(annotation: Any) -> str:
+    """``Fields``, ``list[int]``: an annotation as its user wrote it."""
+    if isinstance(annotation, type) and not get_args(annotation):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
+
+
+def _first_sentence(exc: Exception) -> str:
+    # pydantic goes on to suggest arbitrary_types_allowed, which would not make the value
+    # storable: keep only what it could not handle.
+    return str(exc).splitlines()[0].split(". ")[0].rstrip(".")
+
+
+def _problems(exc: ValidationError) -> tuple[tuple[str, str, str], ...]:
+    """(field path, what is wrong, the type received) for each validation error."""
+    found = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"]) or "(the value)"
+        received = "nothing" if error["type"] == "missing" else type(error["input"]).__name__
+        found.append((path, error["msg"], received))
+    return tuple(found)
+
+
+def _describe(problems: tuple[tuple[str, str, str], ...], limit: int = 5) -> str:
+    text = "; ".join(f"{path}: {msg} (received {got})" for path, msg, got in problems[:limit])
+    more = len(problems) - limit
+    return text + (f"; and {more} more" if more > 0 else "")
+
+
+_UNTYPED = (Any, object)
+_MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+_SEQUENCES = (
+    list,
+    tuple,
+    set,
+    frozenset,
+    collections.abc.Sequence,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+    collections.abc.Set,
+)
+
+
+def lossy(annotation: Any, value: Any, path: str = "") -> tuple[str, str] | None:
+    """Where ``value`` sits in a place that ``annotation`` leaves untyped (``Any``, a bare
+    ``dict``'s items, ...) and JSON would change it, return (path, what it is).
+
+    Typed places are the annotation's business: an annotated ``set[int]`` round-trips.
+    Models and dataclasses are not looked into: their own fields say how they store.
+    """
+    if annotation in _UNTYPED:
+        return _lossy_untyped(value, path)
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            kind = get_origin(arm) or (arm if arm in _MAPPINGS + _SEQUENCES else _Never)
+            if arm in _UNTYPED or isinstance(value, kind):
+                found = lossy(arm, value, path)
+                if found is not None:
+                    return found
+        return None
+    if origin is typing.Annotated:
+        return lossy(args[0], value, path)
+    container = origin or annotation
+    if container in _MAPPINGS and isinstance(value, dict):
+        keys, items = args if len(args) == 2 else (Any, Any)
+        for key, item in value.items():
+            if keys in _UNTYPED and not isinstance(key, str):
+                return f"{path}[{key!r}]", _KEY_PROBLEM.format(type(key).__name__)
+            found = lossy(items, item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    if container in _SEQUENCES and isinstance(value, (list, tuple, set, frozenset)):
+        if container is tuple and args and args[-1] is not Ellipsis:
+            kinds = list(args)
+        else:
+            kinds = [args[0] if args else Any] * len(value)
+        for index, (kind, item) in enumerate(zip(kinds, value, strict=False)):
+            found = lossy(kind, item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+class _Never:
+    pass
+
+
+_KEY_PROBLEM = "a dict key of type {} (JSON keys are strings: it would come back as a str)"
+
+
+def _lossy_untyped(value: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(value, (set, frozenset)):
+        kind = type(value).__name__
+        return path, f"a {kind} (stored as a list in no stable order; it would come back as a list)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return path, f"{type(value).__name__} (it would come back as a str, if it decodes)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"the float {value} (JSON has no NaN or infinity)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path}[{key!r}]", _KEY_PROBLEM.format(type(key).__name__)
+            found = _lossy_untyped(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _lossy_untyped(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None

@@ -149,6 +149,8 @@ def test_bad_deadlines_and_events_are_refused_before_anything_is_stored(app: App
         app.send_event(handle.id, "", None)
     with pytest.raises(SerializationError, match="payload of event 'x'"):
         app.send_event(handle.id, "x", threading.Lock())
+    with pytest.raises(SerializationError, match=r"payload of event 'x' at \['ids'\] is a set"):
+        app.send_event(handle.id, "x", {"ids": {1, 2}})
     with pytest.raises(SurestepError, match="only inside a workflow"):
         surestep.wait_for_event("x")
     with pytest.raises(SurestepError, match="non-empty list of event names"):
@@ -160,3 +162,68 @@ def test_bad_deadlines_and_events_are_refused_before_anything_is_stored(app: App
 
     failed = run_workflow(app, adopts_a_stranger).record()
     assert failed.error is not None and "to run it as a child" in failed.error["message"]
+
+
+def test_step_and_workflow_decorators_work_without_parentheses(app: App) -> None:
+    @app.step
+    def double(n: int) -> int:
+        return n * 2
+
+    @app.workflow
+    def twice(n: int) -> int:
+        return double(n) + double(n)
+
+    assert run_workflow(app, twice, 5).result() == 20
+    assert [s.name for s in app.get_run(app.list_runs()[0].id).steps] == ["double"] * 2
+    assert app.list_runs()[0].workflow == "twice"
+
+
+class Document:
+    """A plain class: pydantic does not know how to store it."""
+
+
+def test_an_annotation_the_codec_cannot_store_is_refused_at_decoration(app: App) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+
+        @app.step()
+        def load(doc_id: str) -> Document: ...
+
+    message = str(caught.value)
+    assert "step 'load': the return annotation Document" in message
+    assert "pydantic model, a dataclass, or JSON types" in message
+    assert "arbitrary_types_allowed" not in message
+
+    with pytest.raises(ConfigurationError, match=r"workflow 'ingest': parameter 'doc' Document"):
+
+        @app.workflow(name="ingest")
+        def ingest(doc: Document) -> None: ...
+
+
+def test_a_lambda_step_needs_a_name(app: App) -> None:
+    with pytest.raises(ConfigurationError, match=r"a lambda has no name.*app.step\(name="):
+        app.step()(lambda x: x)
+    with pytest.raises(ConfigurationError, match=r"a lambda has no name.*app.workflow\(name="):
+        app.workflow(lambda: None)
+    add_one = app.step(name="add_one")(lambda x: x + 1)
+    add_two = app.step(name="add_two")(lambda x: x + 2)
+
+    @app.workflow()
+    def add(n: int) -> int:
+        return int(add_two(add_one(n)))
+
+    assert run_workflow(app, add, 1).result() == 4
+
+
+def test_starting_a_workflow_of_another_app_says_so(app: App, db_url: str) -> None:
+    other = App(db_url)
+
+    @other.workflow()
+    def elsewhere() -> None: ...
+
+    @app.workflow(name="elsewhere")
+    def here() -> None: ...
+
+    for target in (App(db_url), app):  # nothing of that name / another function by it
+        with pytest.raises(UnknownWorkflowError, match=r"'elsewhere' is registered on another"):
+            target.start(elsewhere)
+    assert app.list_runs() == []

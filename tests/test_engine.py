@@ -10,16 +10,17 @@ import time
 import pytest
 from pydantic import BaseModel
 
+import surestep
 from surestep import (
     App,
     FakeClock,
-    NonDeterminismError,
     Retry,
     RunFailedError,
     State,
     StepError,
     current_step,
 )
+from surestep.states import SETTLED
 from surestep.testing import drive, run_workflow
 
 
@@ -294,21 +295,37 @@ def test_gathered_async_steps_record_and_replay_in_call_order(app: App) -> None:
     assert sorted(order) == ["a", "b", "c"]  # the replay after the crash ran none again
 
 
-def test_a_changed_workflow_fails_with_a_non_determinism_error(
+def test_a_changed_workflow_is_dead_lettered_and_retried_after_a_rollback(
     db_url: str, clock: FakeClock
 ) -> None:
-    old = App(db_url, clock=clock)
+    """Code v-a, then v-b under the same name: NonDeterminismError parks the run in
+    dead_letter; with v-a restored, `retry` finishes it from its checkpoints."""
+    calls: list[str] = []
 
-    @old.step(name="extract", retry=Retry(max_attempts=1))
-    def extract() -> str:
-        raise ConnectionError("down")
+    def version_a() -> App:
+        app = App(db_url, clock=clock)
 
-    @old.workflow(name="doc")
-    def doc_v1() -> str:
-        return extract()
+        @app.step(name="extract")
+        def extract() -> str:
+            calls.append("extract")
+            return "text"
 
-    handle = run_workflow(old, doc_v1, run_id="d-1")
-    assert handle.state == State.DEAD_LETTER
+        @app.step(name="summarize")
+        def summarize(text: str) -> str:
+            calls.append("summarize")
+            return text.upper()
+
+        @app.workflow(name="doc")
+        def doc() -> str:
+            text = extract()
+            surestep.wait_for_event("go")
+            return summarize(text)
+
+        return app
+
+    old = version_a()
+    handle = old.start("doc", run_id="d-1")
+    drive(old, until=lambda: handle.state == State.WAITING)
     old.close()
 
     new = App(db_url, clock=clock)
@@ -318,19 +335,104 @@ def test_a_changed_workflow_fails_with_a_non_determinism_error(
         return "x"
 
     @new.workflow(name="doc")
-    def doc_v1_changed() -> str:
+    def doc_changed() -> str:
         return classify()
 
-    new.retry("d-1")
-    drive(new, until=lambda: new.get_run("d-1").state.value in ("failed", "success"))
+    new.send_event("d-1", "go")
+    drive(new, until=lambda: new.get_run("d-1").state in SETTLED)
     run = new.get_run("d-1")
-    assert run.state == State.FAILED
+    assert run.state == State.DEAD_LETTER
+    assert run.error is not None and run.error["type"].endswith(".NonDeterminismError")
+    assert "'classify'" in run.error["message"] and "'extract'" in run.error["message"]
+    assert "surestep retry" in run.error["message"]
+    new.close()
+
+    restored = version_a()
+    restored.retry("d-1")
+    drive(restored, until=lambda: restored.get_run("d-1").state in SETTLED)
+    assert restored.handle("d-1").result() == "TEXT"
+    assert calls == ["extract", "summarize"]  # extract replayed, not re-run
+    restored.close()
+
+
+def test_a_recorded_output_that_no_longer_decodes_is_dead_lettered_then_retried(
+    db_url: str, clock: FakeClock
+) -> None:
+    def version(returns_model: bool) -> App:
+        app = App(db_url, clock=clock)
+
+        def extract_v1() -> str:
+            return "INV-1"
+
+        def extract_v2() -> Fields:
+            return Fields(invoice_no="INV-2", total=1.0)
+
+        # The same step name, its return annotation changed from str to Fields.
+        extract = app.step(name="extract")(extract_v2 if returns_model else extract_v1)
+
+        @app.workflow(name="invoice")
+        def invoice() -> str:
+            got = extract()
+            surestep.wait_for_event("go")
+            return str(got)
+
+        return app
+
+    old = version(returns_model=False)
+    handle = old.start("invoice", run_id="i-1")
+    drive(old, until=lambda: handle.state == State.WAITING)
+    old.close()
+
+    new = version(returns_model=True)
+    new.send_event("i-1", "go")
+    drive(new, until=lambda: new.get_run("i-1").state in SETTLED)
+    run = new.get_run("i-1")
+    assert run.state == State.DEAD_LETTER
     assert (
         run.error is not None
-        and run.error["type"] == NonDeterminismError.__module__ + ".NonDeterminismError"
+        and "no longer matches the return annotation" in (run.error["message"])
     )
-    assert "'classify'" in run.error["message"] and "'extract'" in run.error["message"]
     new.close()
+
+    restored = version(returns_model=False)
+    restored.retry("i-1")
+    drive(restored, until=lambda: restored.get_run("i-1").state in SETTLED)
+    assert restored.handle("i-1").result() == "INV-1"
+    restored.close()
+
+
+def test_stored_inputs_that_no_longer_decode_dead_letter_the_run_for_a_retry(
+    db_url: str, clock: FakeClock
+) -> None:
+    def version(takes_fields: bool) -> App:
+        app = App(db_url, clock=clock)
+
+        def ingest_v1(doc: str) -> str:
+            return doc
+
+        def ingest_v2(doc: Fields) -> str:
+            return doc.invoice_no
+
+        app.workflow(name="ingest")(ingest_v2 if takes_fields else ingest_v1)
+        return app
+
+    old = version(takes_fields=False)
+    old.start("ingest", "INV-9", run_id="in-1")  # started, then the code changes
+    old.close()
+
+    new = version(takes_fields=True)
+    drive(new, until=lambda: new.get_run("in-1").state in SETTLED)
+    run = new.get_run("in-1")
+    assert run.state == State.DEAD_LETTER and run.error is not None
+    assert "argument 'doc' of workflow 'ingest'" in run.error["message"]
+    assert "no longer matches its annotation" in run.error["message"]
+    new.close()
+
+    restored = version(takes_fields=False)
+    restored.retry("in-1")
+    drive(restored, until=lambda: restored.get_run("in-1").state in SETTLED)
+    assert restored.handle("in-1").result() == "INV-9"
+    restored.close()
 
 
 def test_idempotency_key_is_stable_across_retries(app: App) -> None:
@@ -438,6 +540,11 @@ def test_cancelling_a_running_run_stops_it_at_the_next_step_boundary(db_url: str
     assert run.state == State.CANCELLED
     assert run.steps == ()  # the result of the step in flight was discarded
     app.close()
+
+
+class Fields(BaseModel):
+    invoice_no: str
+    total: float
 
 
 class Report(BaseModel):

@@ -76,6 +76,10 @@ class ActiveRun(Protocol):
     def halt(self, verdict: Verdict) -> NoReturn:
         """Stop the workflow now; the run settles as ``verdict`` says."""
 
+    def code_changed(self, exc: SurestepError) -> NoReturn:
+        """The recorded history no longer fits the code: park the run in dead_letter,
+        untouched, for an operator to retry once the code is restored."""
+
     def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run (or replay) a step at the next position, synchronously."""
 

@@ -28,9 +28,11 @@ from surestep.errors import (
     CorruptRecordError,
     LeaseLostError,
     NonDeterminismError,
+    OutputValidationError,
     SerializationError,
     StepError,
     StorageError,
+    SurestepError,
 )
 from surestep.hooks import Hooks
 from surestep.registry import StepDef, WorkflowDef
@@ -252,8 +254,9 @@ class RunExecution:
     def expect(self, position: int, name: str) -> RecordedStep | None:
         """What is recorded at ``position``, checking it is ``name`` (a step or a wait).
 
-        A different name means the code changed under an in-flight run: the run fails
-        with a ``NonDeterminismError`` instead of feeding one step's output to another.
+        A different name means the code changed under an in-flight run: the run is
+        dead-lettered with a ``NonDeterminismError`` instead of feeding one step's output
+        to another, so that once the code is rolled back it can be retried.
         """
         if self.verdict is not None:
             raise Halt
@@ -263,10 +266,10 @@ class RunExecution:
                 f"run {self.run_id!r}: at position {position} the workflow "
                 f"{self.workflow.name!r} now calls {name!r}, but the recorded history has "
                 f"{recorded.name!r} there. The code changed while the run was in flight; "
-                f"finish old runs on the old code, or register the new code as a new "
-                f"workflow version"
+                f"restore the code it ran with and `surestep retry` it, and register the "
+                f"new code as a new workflow version"
             )
-            self.halt(Verdict(State.FAILED, str(error), error=error_info(error)))
+            self.code_changed(error)
         return recorded
 
     def _begin(self, step: StepDef, position: int) -> _Attempt | _Replayed:
@@ -279,7 +282,10 @@ class RunExecution:
             return _Attempt(1, State.PENDING, 0)
         if recorded.state == State.SUCCESS:
             where = f"recorded output of step {step.name!r} in run {self.run_id!r}"
-            return _Replayed(step.codec.decode_result(recorded.output, where))
+            try:
+                return _Replayed(step.codec.decode_result(recorded.output, where))
+            except SerializationError as exc:
+                self.code_changed(exc)
         if recorded.state == State.FAILED:
             info = _loads(recorded.error)
             raise StepError(step.name, info.get("type", "Error"), info.get("message", ""))
@@ -300,7 +306,17 @@ class RunExecution:
         context = StepContext(self.run_id, position, step.name, attempt.number)
         if self.hooks.before_step:
             Hooks.emit(self.hooks.before_step, context)
-        return _Prepared(attempt, context, self.clock.now(), args, kwargs)
+        started = self.clock.now()
+        # A step with a compensation keeps its arguments, to call the compensation with
+        # them if the run fails or is cancelled later: they are checked before the step
+        # acts, so no side effect happens that could not be undone.
+        inputs = None
+        if step.compensate is not None:
+            try:
+                inputs = step.codec.encode_args(args, kwargs, f"step {step.name!r}")
+            except SerializationError as exc:  # the workflow's bug: retrying cannot help
+                self._failed(step, context, attempt, started, exc, "its arguments cannot be kept")
+        return _Prepared(attempt, context, started, inputs)
 
     def _conclude(
         self, step: StepDef, prepared: _Prepared, result: Any, error: Exception | None
@@ -313,17 +329,17 @@ class RunExecution:
     def _succeeded(self, step: StepDef, prepared: _Prepared, result: Any) -> Any:
         context, attempt, started = prepared.context, prepared.attempt, prepared.started
         where = f"output of step {step.name!r} in run {self.run_id!r}"
+        inputs = prepared.inputs
         try:
             text = step.codec.encode_result(result, where)
-            # A step with a compensation keeps its arguments, to call the compensation
-            # with them if the run fails or is cancelled later.
-            inputs = None
-            if step.compensate is not None:
-                inputs = step.codec.encode_args(prepared.args, prepared.kwargs, where)
+        except OutputValidationError as exc:
+            # A value of the wrong shape (a model's output, often) may be right on the
+            # next attempt: it is a failed attempt like any other.
+            return self._failed(step, context, attempt, started, exc)
         except SerializationError as exc:
             # A code bug, not a flaky dependency: retrying cannot help, so it escalates
             # (dead letter by default) and can be redriven once the code is fixed.
-            return self._failed(step, context, attempt, started, exc, escalate=True)
+            return self._failed(step, context, attempt, started, exc, "the output cannot be stored")
         outcome = StepOutcome(
             context.position,
             step.name,
@@ -358,11 +374,11 @@ class RunExecution:
         attempt: _Attempt,
         started: float,
         exc: Exception,
-        escalate: bool = False,
+        escalate: str | None = None,
     ) -> Any:
         now = self.clock.now()
-        if escalate:
-            decision: RetryAfter | GiveUp | Escalate = Escalate("the output cannot be stored")
+        if escalate is not None:  # a code bug: no retry, straight to on_exhausted
+            decision: RetryAfter | GiveUp | Escalate = Escalate(escalate)
         else:
             decision = step.retry.decide(attempt.number - attempt.retry_base, exc)
         if self.compensating is not None and isinstance(decision, GiveUp):
@@ -438,6 +454,11 @@ class RunExecution:
             raise Cancelled(f"run {self.run_id!r} was cancelled")
         raise Halt
 
+    def code_changed(self, exc: SurestepError) -> NoReturn:
+        # The history no longer fits the code (a step renamed, an annotation changed):
+        # park the run, untouched, for an operator to retry once the code is restored.
+        self.halt(Verdict(State.DEAD_LETTER, str(exc), error=error_info(exc)))
+
     def storage_trouble(self, exc: StorageError) -> NoReturn:
         # The database is in trouble, not the workflow: hand the run back to be resumed
         # from its last checkpoint, rather than failing it for good.
@@ -469,7 +490,10 @@ class RunExecution:
 
     def _inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         where = f"workflow {self.workflow.name!r} (run {self.run_id!r})"
-        return self.workflow.codec.decode_args(self.claimed.inputs, where)
+        try:
+            return self.workflow.codec.decode_args(self.claimed.inputs, where)
+        except SerializationError as exc:
+            self.code_changed(exc)
 
     def _settle(self, value: Any, raised: BaseException | None) -> bool:
         """End this execution of the run; return True if it must now undo its steps."""
@@ -495,7 +519,8 @@ class RunExecution:
         else:
             to_state, reason = State.SUCCESS, "workflow returned"
             try:
-                output = dumps(value, f"output of workflow {self.workflow.name!r}")
+                where = f"output of workflow {self.workflow.name!r}"
+                output = self.workflow.codec.encode_result(value, where)
             except SerializationError as exc:
                 to_state, reason = State.FAILED, str(exc)
                 error = dumps(error_info(exc), "error")
@@ -558,8 +583,7 @@ class _Prepared:
     attempt: _Attempt
     context: StepContext
     started: float
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    inputs: str | None  # the encoded arguments of a step with a compensation
 
 
 def _loads(text: str | None) -> dict[str, Any]:

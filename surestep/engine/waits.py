@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from surestep.engine.context import ActiveRun, workflow_run
 from surestep.engine.halts import Verdict
-from surestep.errors import EventTimeoutError, StepError, SurestepError, UnknownWorkflowError
+from surestep.errors import (
+    EventTimeoutError,
+    SerializationError,
+    StepError,
+    SurestepError,
+    UnknownWorkflowError,
+)
 from surestep.serialization import dumps
 from surestep.states import State
 
@@ -136,13 +142,13 @@ def _child_at(
             )
         run.halt(waiting)
     if recorded.state == State.SUCCESS:
-        return workflow.codec.decode_result(recorded.output, where)
+        return _decoded(run, workflow, recorded.output, where)
     if recorded.state == State.FAILED:
         raise _child_error(name, recorded.error)
     found = run.store.run_state(child_id)
     if found is not None and found[0] == State.SUCCESS:
         _write(run, position, name, resolve=found[1] or "null")
-        return workflow.codec.decode_result(found[1], where)
+        return _decoded(run, workflow, found[1], where)
     if found is None or found[0] in (State.FAILED, State.CANCELLED):
         error = (found[2] if found is not None else None) or json.dumps(
             {"type": "ChildRunLost", "message": f"{where} does not exist"}
@@ -150,6 +156,13 @@ def _child_at(
         _write(run, position, name, fail=error)
         raise _child_error(name, error)
     run.halt(waiting)
+
+
+def _decoded(run: ActiveRun, workflow: WorkflowDef, output: str | None, where: str) -> Any:
+    try:
+        return workflow.codec.decode_result(output, where)
+    except SerializationError as exc:  # the child's code changed: park, to retry
+        run.code_changed(exc)
 
 
 def _write(
