@@ -88,7 +88,23 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A zombie (exited, not yet reaped by its parent) still answers signal 0, but it
+    # will never renew its leases: count it as gone.
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and awaits reaping (Linux: state Z or X in
+    /proc/PID/stat). Where /proc is missing (macOS), False: liveness then rests on
+    ``os.kill`` alone, and a zombie's runs wait for its lease."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The command name (field 2) is in parentheses and may itself hold ") "; the state
+    # is the field after the last ")".
+    fields = stat[stat.rfind(")") + 1 :].split()
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 class Worker:
