@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from surestep import App, FakeClock, State
+from surestep.storage import open_store
 from surestep.testing import drive
 
 # Claims the one pending run of workflow "wf" as a worker of this host would, then exits.
@@ -62,3 +63,26 @@ def test_runs_of_a_zombie_worker_are_taken_over_at_once(
         e.reason and f":{child.pid}:zombie is gone" in e.reason
         for e in app.get_run(handle.id).events
     )
+
+
+@pytest.mark.parametrize("why", ["recovery", "shutdown"])
+def test_a_released_run_keeps_its_place_in_the_queue(db_url: str, why: str) -> None:
+    store = open_store(db_url)
+    try:
+        store.create_run("early", "wf", "1", "{}", 1.0, "me")
+        (claimed,) = store.claim("w1", [("wf", "1")], 1, 2.0, 30.0)
+        for i in range(20):  # a backlog arrives while it runs
+            store.create_run(f"later-{i:02}", "wf", "1", "{}", 3.0 + i, "me")
+        if why == "recovery":
+            assert store.expired_leases(40.0) == [("early", claimed.token, "w1")]
+            released = store.release(
+                [("early", claimed.token)], "w2", "lease expired", 40.0, max_recoveries=5
+            )
+        else:
+            released = store.release([("early", claimed.token)], "w1", "shut down", 40.0)
+        assert released == 1
+        assert store.get_run("early").available_at == 1.0  # its original due time
+        (first,) = store.claim("w2", [("wf", "1")], 1, 41.0, 30.0)
+        assert first.id == "early"
+    finally:
+        store.close()
