@@ -553,6 +553,10 @@ def test_a_full_disk_hands_the_run_back_instead_of_failing_it(app: App, db_url: 
     assert calls == {"small": 1, "big": 2}
 
 
+class _WorkerCrash(BaseException):
+    """Stands in for a crash of the worker process (the engine does not catch it)."""
+
+
 def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> None:
     calls = {"ok": 0, "poison": 0}
 
@@ -564,7 +568,7 @@ def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> Non
     @app.step()
     def poison() -> int:
         calls["poison"] += 1
-        raise SystemExit("the process dies here every time")
+        raise _WorkerCrash("the process dies here every time")
 
     @app.workflow()
     def wf() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from surestep import App, FakeClock, State
+from surestep import App, FakeClock, Retry, State
 from surestep.storage import open_store
 from surestep.testing import drive
 
@@ -86,3 +86,95 @@ def test_a_released_run_keeps_its_place_in_the_queue(db_url: str, why: str) -> N
         assert first.id == "early"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "exc"),
+    [
+        ("sync", SystemExit("the library called sys.exit(3)")),
+        ("sync-timeout", KeyboardInterrupt("interrupted")),
+        ("async", SystemExit("the library called sys.exit(3)")),
+        ("async-timeout", KeyboardInterrupt("interrupted")),
+    ],
+)
+def test_system_exit_from_a_step_is_the_attempts_error_not_a_worker_crash(
+    app: App, kind: str, exc: BaseException
+) -> None:
+    timeout = 30.0 if kind.endswith("timeout") else None
+    if kind.startswith("async"):
+
+        @app.step(timeout=timeout)
+        async def leave() -> int:
+            raise exc
+
+        @app.workflow(name="wf")
+        async def awf() -> int:
+            return await leave()
+
+        handle = app.start(awf)
+    else:
+
+        @app.step(name="leave", timeout=timeout)
+        def leave_sync() -> int:
+            raise exc
+
+        @app.workflow(name="wf")
+        def wf() -> int:
+            return leave_sync()
+
+        handle = app.start(wf)
+    drive(app, until=lambda: handle.state in (State.FAILED, State.DEAD_LETTER), timeout=20)
+    run = app.get_run(handle.id)
+    kind_name = type(exc).__name__
+    # The default policy retries Exception only: it gives up on SystemExit at once.
+    assert run.state == State.FAILED, run.error
+    assert [(s.name, s.state, s.attempts) for s in run.steps] == [("leave", State.FAILED, 1)]
+    assert run.steps[0].error is not None
+    assert (run.steps[0].error["type"], run.steps[0].error["message"]) == (kind_name, str(exc))
+    assert run.error is not None and f"{kind_name}: {exc}" in run.error["message"]
+    assert not any(e.reason and "worker error" in e.reason for e in run.events)
+
+
+def test_system_exit_is_retried_when_the_policy_says_so(app: App) -> None:
+    calls = []
+
+    @app.step(retry=Retry(max_attempts=2, initial_delay=1, retry_on=(Exception, SystemExit)))
+    def leave() -> int:
+        calls.append(1)
+        raise SystemExit(3)
+
+    @app.workflow(name="wf")
+    def wf() -> int:
+        return leave()
+
+    handle = app.start(wf)
+    drive(app, until=lambda: handle.state == State.DEAD_LETTER, timeout=20)
+    run = app.get_run(handle.id)
+    assert len(calls) == 2 and run.error is not None
+    assert (run.error["type"], run.error["message"]) == ("SystemExit", "3")
+    assert any(e.reason and "SystemExit: 3;" in e.reason for e in run.events)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_system_exit_from_a_workflow_body_fails_the_run_naming_it(app: App, is_async: bool) -> None:
+    if is_async:
+
+        @app.workflow(name="wf")
+        async def awf() -> int:
+            raise SystemExit("bye")
+
+        handle = app.start(awf)
+    else:
+
+        @app.workflow(name="wf")
+        def wf() -> int:
+            raise SystemExit("bye")
+
+        handle = app.start(wf)
+    drive(app, until=lambda: handle.state in (State.FAILED, State.DEAD_LETTER), timeout=20)
+    run = app.get_run(handle.id)
+    assert run.state == State.FAILED
+    assert run.error is not None and (run.error["type"], run.error["message"]) == (
+        "SystemExit",
+        "bye",
+    )
