@@ -3,8 +3,11 @@ SQLite databases, SystemExit from user code, and skewed clocks."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -178,3 +181,95 @@ def test_system_exit_from_a_workflow_body_fails_the_run_naming_it(app: App, is_a
         "SystemExit",
         "bye",
     )
+
+
+# Takes SQLite's write lock and holds it, as a process frozen mid-transaction would.
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def _declare(app: App) -> None:
+    @app.step(name="double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.workflow(name="wf")
+    def wf(x: int) -> int:
+        return double(x)
+
+
+def test_a_worker_waits_out_a_locked_sqlite_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "locked.db"
+    url = f"sqlite:///{path}?busy_timeout=100"
+    client = App(url)
+    _declare(client)
+    handle = client.start("wf", 21)
+    client.close()
+    # Another process holds the write lock for much longer than the busy timeout while
+    # a new worker starts (open and migrations, recovery, claims, heartbeats).
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), "1.5"], stdout=subprocess.PIPE
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        worker_app = App(url)
+        _declare(worker_app)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="surestep"):
+            drive(worker_app, until=lambda: handle.state == State.SUCCESS, timeout=20)
+        assert time.monotonic() - started >= 1.0  # it did wait for the lock
+        assert holder.wait(10) == 0
+    assert handle.result() == 42
+    assert "database is locked" in caplog.text
+    worker_app.close()
+
+
+def test_a_running_worker_survives_the_write_lock_held_mid_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "locked.db"
+    app = App(f"sqlite:///{path}?busy_timeout=100")
+    in_step, locked = threading.Event(), threading.Event()
+
+    @app.step()
+    def slow(x: int) -> int:
+        in_step.set()
+        assert locked.wait(10)
+        return 2 * x  # recorded while another process holds the write lock
+
+    @app.workflow(name="wf")
+    def wf(x: int) -> int:
+        return slow(x) + 1
+
+    handle = app.start(wf, 20)
+    # A short lease: heartbeats (and claims) run into the lock while it is held.
+    worker = app.worker(concurrency=2, lease_seconds=0.6, poll_interval=0.05)
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run_async()))
+    with caplog.at_level(logging.WARNING, logger="surestep"):
+        thread.start()
+        try:
+            assert in_step.wait(10)
+            with subprocess.Popen(
+                [sys.executable, "-c", _HOLD_WRITE_LOCK, str(path), "1.5"],
+                stdout=subprocess.PIPE,
+            ) as holder:
+                assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+                locked.set()
+                assert holder.wait(10) == 0
+            deadline = time.monotonic() + 10
+            while handle.state != State.SUCCESS and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert thread.is_alive()  # the worker kept running
+        finally:
+            worker.stop()
+            thread.join(10)
+    assert handle.result() == 41
+    assert "database is locked" in caplog.text
+    app.close()

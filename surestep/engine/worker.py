@@ -140,8 +140,10 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
-        # None: the store's default (SQLite polls often; PostgreSQL is woken by NOTIFY).
-        self.poll_interval = poll_interval or app.store.default_poll_interval
+        # None: the store's default (SQLite polls often; PostgreSQL is woken by NOTIFY),
+        # known once the store is open: not here, where a locked database would raise.
+        self._poll_option = poll_interval
+        self.poll_interval = poll_interval or 0.0
         self.grace_period = grace_period
         self.max_recoveries = max_recoveries
         self.host = host_key()
@@ -180,6 +182,10 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
+        if not await self._open_store():
+            threads.shutdown(wait=False)
+            return
+        self.poll_interval = self._poll_option or self.app.store.default_poll_interval
         wake = self._wake_from_any_thread
         self.app.wakers.add(wake)
         unlisten = self.app.store.listen(wake)
@@ -187,7 +193,7 @@ class Worker:
         watch = asyncio.create_task(self._watch_cancellations())
         log.info("worker %s started on %s", self.id, self.app.store.description)
         try:
-            self._recover_local()
+            self._recover_local_safely()
             await self._claim_loop(threads, until)
         finally:
             self.app.wakers.discard(wake)
@@ -201,6 +207,28 @@ class Worker:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self._loop.remove_signal_handler(sig)
             log.info("worker %s stopped", self.id)
+
+    async def _open_store(self) -> bool:
+        """Open (and migrate) the database, waiting out a lock held by another process
+        or a server that is not up yet; return False if stopped first."""
+        assert self._stop is not None
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                self.app.store  # noqa: B018 - opening it is the point
+                return True
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                log.warning(
+                    "worker %s: cannot open the database yet: %s; trying again in %.1fs",
+                    self.id,
+                    exc,
+                    pause,
+                )
+                await self._nap(pause)
+                pause = min(pause * 2, 5.0)
+        return False
 
     async def _claim_loop(
         self, threads: ThreadPoolExecutor, until: Callable[[], bool] | None
@@ -321,7 +349,7 @@ class Worker:
                 in_flight = [run.id for run in self._running.values()]
                 store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
                 self._recover_expired()
-                self._recover_local()
+                self._recover_local_safely()
             except Exception:
                 log.exception("worker %s: heartbeat failed; will try again", self.id)
 
@@ -396,6 +424,13 @@ class Worker:
         if lapsed:
             self._wake_from_any_thread()
 
+    def _recover_local_safely(self) -> None:
+        try:
+            self._recover_local()
+        except StorageError as exc:
+            # A locked or unreachable database: the next heartbeat looks again.
+            log.warning("worker %s: cannot recover dead workers' runs yet: %s", self.id, exc)
+
     def _recover_local(self) -> None:
         """Take back at once the runs of workers on this host whose process is gone."""
         store = self.app.store
@@ -430,12 +465,16 @@ class Worker:
             if left:
                 # Their threads may still be running; the release fences off any write
                 # they attempt later, and another worker resumes them from the last step.
-                self.app.store.release(
-                    [(r.id, r.token) for r in left],
-                    self.id,
-                    "worker shut down before the run finished",
-                    self.app.clock.now(),
-                )
+                try:
+                    self.app.store.release(
+                        [(r.id, r.token) for r in left],
+                        self.id,
+                        "worker shut down before the run finished",
+                        self.app.clock.now(),
+                    )
+                except StorageError as exc:
+                    # Their leases lapse instead, and another worker recovers them then.
+                    log.warning("worker %s: cannot hand back its runs: %s", self.id, exc)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self._stop is not None
