@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from surestep import App, FakeClock, Retry, State
+from surestep import App, FakeClock, Retry, State, SystemClock
 from surestep.storage import open_store
 from surestep.testing import drive
 
@@ -273,3 +273,41 @@ def test_a_running_worker_survives_the_write_lock_held_mid_run(
     assert handle.result() == 41
     assert "database is locked" in caplog.text
     app.close()
+
+
+class AheadClock(SystemClock):
+    """This host's clock, running ``seconds`` ahead (a host whose NTP has failed)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def now(self) -> float:
+        return super().now() + self.seconds
+
+
+def test_a_worker_whose_clock_runs_ahead_takes_no_live_lease(
+    postgres_schema_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    honest = App(postgres_schema_url)
+    _declare(honest)
+    handle = honest.start("wf", 1)
+    # A live worker on another host holds the run under a 30 s lease.
+    assert honest.store.claim("elsewhere:1:live", [("wf", "1")], 1, honest.clock.now(), 30)
+    ahead = App(postgres_schema_url, clock=AheadClock(45))
+    _declare(ahead)
+    worker = ahead.worker(concurrency=2, heartbeat_interval=0.1, poll_interval=0.05)
+    end = time.monotonic() + 1.5
+    with caplog.at_level(logging.WARNING, logger="surestep"):
+        asyncio.run(worker.run_async(until=lambda: time.monotonic() > end))
+    run = honest.get_run(handle.id)
+    assert (run.state, run.lease_owner) == (State.RUNNING, "elsewhere:1:live")
+    skew = [r for r in caplog.records if "ahead of the database's" in r.message]
+    assert len(skew) == 1 and "45.0 s ahead" in skew[0].message  # once, not every heartbeat
+    # A client whose clock runs 20 s ahead starts a run due now by the database's clock.
+    client = App(postgres_schema_url, clock=AheadClock(20))
+    _declare(client)
+    started = client.start("wf", 2)
+    due = honest.get_run(started.id).available_at
+    assert due is not None and abs(due - honest.clock.now()) < 2
+    for app in (honest, ahead, client):
+        app.close()

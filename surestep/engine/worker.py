@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from surestep.clock import DatabaseClock
 from surestep.engine.runtime import RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
@@ -37,6 +38,8 @@ log = logging.getLogger("surestep.worker")
 
 #: How often a worker checks that the async runs it executes were not cancelled.
 _CANCEL_CHECK_SECONDS = 0.5
+#: A host clock further than this from the database's is worth a warning.
+_CLOCK_SKEW_WARNING_SECONDS = 1.0
 
 
 class Wakers:
@@ -154,6 +157,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forced = False
         self._next_deadline_check = 0.0
+        self._warned_skew: float | None = None
         # Set when shutdown begins: runs stop at their next step boundary.
         self._draining = threading.Event()
 
@@ -186,6 +190,7 @@ class Worker:
             threads.shutdown(wait=False)
             return
         self.poll_interval = self._poll_option or self.app.store.default_poll_interval
+        self._check_clock()
         wake = self._wake_from_any_thread
         self.app.wakers.add(wake)
         unlisten = self.app.store.listen(wake)
@@ -348,6 +353,7 @@ class Worker:
             try:
                 in_flight = [run.id for run in self._running.values()]
                 store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
+                self._check_clock()
                 self._recover_expired()
                 self._recover_local_safely()
             except Exception:
@@ -423,6 +429,38 @@ class Worker:
             )
         if lapsed:
             self._wake_from_any_thread()
+
+    def _check_clock(self) -> None:
+        """Re-measure the offset to the database's clock (leases and due times are read
+        from it); warn once when this host's clock is off by more than a second, and
+        again when the difference changes."""
+        clock = self.app.clock
+        if not isinstance(clock, DatabaseClock):
+            return  # an injected clock (tests) or no server clock: nothing to compare
+        try:
+            skew = clock.align(self.app.store.server_time)
+        except StorageError as exc:
+            log.warning("worker %s: cannot read the database's clock: %s", self.id, exc)
+            return
+        if skew is None:
+            return
+        if abs(skew) <= _CLOCK_SKEW_WARNING_SECONDS:
+            if self._warned_skew is not None:
+                log.info("worker %s: this host's clock agrees with the database's again", self.id)
+            self._warned_skew = None
+            return
+        warned = self._warned_skew
+        if warned is None or abs(skew - warned) > _CLOCK_SKEW_WARNING_SECONDS:
+            log.warning(
+                "worker %s: this host's clock is %.1f s %s the database's; surestep reads "
+                "leases and due times from the database's clock, so runs are safe, but "
+                "fix this host's time synchronisation (NTP): your own code and logs see "
+                "the wrong time",
+                self.id,
+                abs(skew),
+                "ahead of" if skew < 0 else "behind",
+            )
+            self._warned_skew = skew
 
     def _recover_local_safely(self) -> None:
         try:

@@ -74,6 +74,11 @@ class SQLStore(RunQueries):
     #: How long an operation is retried through transient errors (a server restart).
     reconnect_timeout = 60.0
 
+    def server_time(self) -> float | None:
+        """The database server's clock in epoch seconds, or None if it has none of its
+        own (SQLite: the file is on this host, read with this host's clock)."""
+        return None
+
     def listen(self, on_notify: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``on_notify`` whenever a run becomes claimable; return a function that
         stops listening, or None if this database cannot notify (workers then poll)."""
