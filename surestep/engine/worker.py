@@ -182,13 +182,20 @@ class Worker:
         """Run on the current event loop until stopped, or until ``until()`` is true."""
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
-        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="surestep-run")
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
-        if not await self._open_store():
-            threads.shutdown(wait=False)
-            return
+        try:
+            if await self._open_store():
+                await self._serve(until)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+            log.info("worker %s stopped", self.id)
+
+    async def _serve(self, until: Callable[[], bool] | None) -> None:
+        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="surestep-run")
         self.poll_interval = self._poll_option or self.app.store.default_poll_interval
         self._check_clock()
         wake = self._wake_from_any_thread
@@ -208,10 +215,6 @@ class Worker:
             watch.cancel()
             await self._shutdown()
             threads.shutdown(wait=False, cancel_futures=True)
-            if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.remove_signal_handler(sig)
-            log.info("worker %s stopped", self.id)
 
     async def _open_store(self) -> bool:
         """Open (and migrate) the database, waiting out a lock held by another process
