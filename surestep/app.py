@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
-from surestep.clock import Clock, SystemClock
+from surestep.clock import Clock, DatabaseClock, SystemClock
 from surestep.engine.steps import make_step_wrapper
 from surestep.engine.worker import Wakers, Worker
 from surestep.errors import (
@@ -20,6 +21,7 @@ from surestep.errors import (
     ResultTimeoutError,
     RunFailedError,
     RunNotFoundError,
+    StorageError,
     UnknownWorkflowError,
 )
 from surestep.hooks import Hooks
@@ -63,7 +65,10 @@ class App:
         self.database_url = (
             database_url or os.environ.get("SURESTEP_DATABASE_URL") or DEFAULT_DATABASE_URL
         )
-        self.clock: Clock = clock or SystemClock()
+        clock = clock or SystemClock()
+        # Real time is read from the database's clock (see DatabaseClock); an injected
+        # clock of another kind (a FakeClock) is used as it is.
+        self.clock: Clock = DatabaseClock(clock) if isinstance(clock, SystemClock) else clock
         self.actor = actor
         self.must_exist = must_exist
         self.registry = Registry()
@@ -77,7 +82,12 @@ class App:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    self._store = open_store(self.database_url, must_exist=self.must_exist)
+                    store = open_store(self.database_url, must_exist=self.must_exist)
+                    if isinstance(self.clock, DatabaseClock):
+                        # Best effort: a worker re-measures on every heartbeat.
+                        with contextlib.suppress(StorageError):
+                            self.clock.align(store.server_time)
+                    self._store = store
         return self._store
 
     def close(self) -> None:
@@ -242,8 +252,9 @@ class App:
             raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
         run_id = run_id or uuid.uuid4().hex
         inputs = wf.codec.encode_args(args, kwargs, f"workflow {wf.name!r}")
+        store = self.store  # first: opening it aligns the clock with the database's
         now = self.clock.now()
-        created = self.store.create_run(
+        created = store.create_run(
             run_id,
             wf.name,
             wf.version,

@@ -71,7 +71,7 @@ class RunRecord:
     error: dict[str, Any] | None
     created_at: float
     updated_at: float
-    available_at: float | None
+    available_at: float | None  # when it is (or was, if running) due: its place in the queue
     lease_owner: str | None
     parent_id: str | None
     steps: tuple[StepRecord, ...] = field(default=())

@@ -143,7 +143,7 @@ def run_header(run: RunRecord) -> Table:
         rows.append(("error", Text(error_text(run.error), style="red")))
     if run.lease_owner:
         rows.append(("lease owner", Text(run.lease_owner)))
-    if run.available_at is not None:
+    if run.available_at is not None and run.state in (State.PENDING, State.WAITING):
         rows.append(("due", format_time(run.available_at)))
     if run.parent_id:
         rows.append(("parent", Text(run.parent_id)))

@@ -24,6 +24,10 @@ from surestep.states import SETTLED
 from surestep.testing import drive, run_workflow
 
 
+class _WorkerCrash(BaseException):
+    """Stands in for a crash of the worker process (the engine does not catch it)."""
+
+
 def step_states(app: App, run_id: str) -> list[tuple[str, State, int]]:
     return [(s.name, s.state, s.attempts) for s in app.get_run(run_id).steps]
 
@@ -64,7 +68,7 @@ def test_a_resumed_run_does_not_rerun_completed_steps(app: App) -> None:
         calls.append(i)
         if i == 3 and crash_once["armed"]:
             crash_once["armed"] = False
-            raise SystemExit("simulated crash of the worker")  # not a step failure
+            raise _WorkerCrash("simulated crash of the worker")  # not a step failure
         return i * 10
 
     @app.workflow()
@@ -280,7 +284,7 @@ def test_gathered_async_steps_record_and_replay_in_call_order(app: App) -> None:
     def after(parts: list[str]) -> str:
         if crash["armed"]:
             crash["armed"] = False
-            raise SystemExit("crash after the gather")
+            raise _WorkerCrash("crash after the gather")
         return "+".join(parts)
 
     @app.workflow()
@@ -671,7 +675,7 @@ def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> Non
     @app.step()
     def poison() -> int:
         calls["poison"] += 1
-        raise SystemExit("the process dies here every time")
+        raise _WorkerCrash("the process dies here every time")
 
     @app.workflow()
     def wf() -> int:

@@ -15,6 +15,10 @@ from surestep import App, InvalidOperationError, Retry, RunFailedError, State
 from surestep.testing import drive, run_workflow
 
 
+class WorkerCrash(BaseException):
+    """Stands in for a crash of the worker process (the engine does not catch it)."""
+
+
 @dataclass
 class Ledger:
     """What the outside world saw, in order."""
@@ -26,7 +30,7 @@ class Ledger:
     def __call__(self, line: str) -> None:
         if line in self.crash_on:
             self.crash_on.discard(line)
-            raise SystemExit(f"worker crashed in {line}")  # not a step failure: a crash
+            raise WorkerCrash(f"worker crashed in {line}")  # not a step failure: a crash
         if line in self.broken:
             raise ConnectionError(f"{line}: service down")
         self.lines.append(line)

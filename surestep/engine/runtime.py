@@ -43,6 +43,15 @@ from surestep.storage import ClaimedRun, RecordedStep, StepOutcome, Store
 
 log = logging.getLogger("surestep.runtime")
 
+#: What user code (a step, a workflow body) may raise that fails *it*, not the worker.
+#: SystemExit and KeyboardInterrupt are included: a library calling ``sys.exit()`` (a CLI
+#: framework, argparse) or a stray ``raise KeyboardInterrupt`` in a step is that attempt's
+#: error, named, and goes through the step's retry policy; the default ``retry_on=
+#: (Exception,)`` gives up on them at once. (A real Ctrl-C never lands in a step: the
+#: worker handles SIGINT itself.) The engine's own BaseExceptions (Halt, Cancelled,
+#: asyncio.CancelledError) are not caught.
+USER_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
 
 @dataclass(frozen=True, slots=True)
 class _Attempt:
@@ -113,7 +122,7 @@ class RunExecution:
                 value = self.workflow.fn(*args, **kwargs)
             except (Halt, Cancelled):
                 compensate = self._settle(None, None)
-            except Exception as exc:
+            except USER_ERRORS as exc:
                 compensate = self._settle(None, exc)
             else:
                 compensate = self._settle(value, None)
@@ -134,7 +143,7 @@ class RunExecution:
                 value = await self.workflow.fn(*args, **kwargs)
             except (Halt, Cancelled):
                 pass
-            except Exception as exc:
+            except USER_ERRORS as exc:
                 raised = exc
             # Steps still running concurrently (gather after a sibling halted, or tasks
             # the workflow did not await) get to record their outcome before we settle.
@@ -216,7 +225,7 @@ class RunExecution:
                 result = step.fn(*args, **kwargs)
             else:
                 result = call_with_timeout(step, args, kwargs)
-        except Exception as exc:
+        except USER_ERRORS as exc:
             return self._conclude(step, prepared, None, exc)
         finally:
             CURRENT_STEP.reset(token)
@@ -240,7 +249,7 @@ class RunExecution:
                     result = await step.fn(*args, **kwargs)
                 else:
                     result = await await_with_timeout(step, args, kwargs)
-            except Exception as exc:
+            except USER_ERRORS as exc:
                 return self._conclude(step, prepared, None, exc)
             finally:
                 CURRENT_STEP.reset(token)
@@ -319,7 +328,7 @@ class RunExecution:
         return _Prepared(attempt, context, started, inputs)
 
     def _conclude(
-        self, step: StepDef, prepared: _Prepared, result: Any, error: Exception | None
+        self, step: StepDef, prepared: _Prepared, result: Any, error: BaseException | None
     ) -> Any:
         """Checkpoint the attempt's outcome; return the decoded result or raise/halt."""
         if error is not None:
@@ -373,7 +382,7 @@ class RunExecution:
         context: StepContext,
         attempt: _Attempt,
         started: float,
-        exc: Exception,
+        exc: BaseException,
         escalate: str | None = None,
     ) -> Any:
         now = self.clock.now()

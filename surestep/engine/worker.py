@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from surestep.clock import DatabaseClock
 from surestep.engine.presence import Presence
 from surestep.engine.runtime import RunExecution
 from surestep.errors import ConfigurationError, StorageError
@@ -38,6 +39,8 @@ log = logging.getLogger("surestep.worker")
 
 #: How often a worker checks that the async runs it executes were not cancelled.
 _CANCEL_CHECK_SECONDS = 0.5
+#: A host clock further than this from the database's is worth a warning.
+_CLOCK_SKEW_WARNING_SECONDS = 1.0
 
 
 class Wakers:
@@ -89,7 +92,23 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A zombie (exited, not yet reaped by its parent) still answers signal 0, but it
+    # will never renew its leases: count it as gone.
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and awaits reaping (Linux: state Z or X in
+    /proc/PID/stat). Where /proc is missing (macOS), False: liveness then rests on
+    ``os.kill`` alone, and a zombie's runs wait for its lease."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The command name (field 2) is in parentheses and may itself hold ") "; the state
+    # is the field after the last ")".
+    fields = stat[stat.rfind(")") + 1 :].split()
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 class Worker:
@@ -125,8 +144,10 @@ class Worker:
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease_seconds / 3
-        # None: the store's default (SQLite polls often; PostgreSQL is woken by NOTIFY).
-        self.poll_interval = poll_interval or app.store.default_poll_interval
+        # None: the store's default (SQLite polls often; PostgreSQL is woken by NOTIFY),
+        # known once the store is open: not here, where a locked database would raise.
+        self._poll_option = poll_interval
+        self.poll_interval = poll_interval or 0.0
         self.grace_period = grace_period
         self.max_recoveries = max_recoveries
         self.host = host_key()
@@ -137,6 +158,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._forced = False
         self._next_deadline_check = 0.0
+        self._warned_skew: float | None = None
         # Set when shutdown begins: runs stop at their next step boundary.
         self._draining = threading.Event()
         self._presence: Presence | None = None
@@ -167,10 +189,22 @@ class Worker:
         """Run on the current event loop until stopped, or until ``until()`` is true."""
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
-        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="surestep-run")
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            if await self._open_store():
+                await self._serve(until)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self._loop.remove_signal_handler(sig)
+            log.info("worker %s stopped", self.id)
+
+    async def _serve(self, until: Callable[[], bool] | None) -> None:
+        threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="surestep-run")
+        self.poll_interval = self._poll_option or self.app.store.default_poll_interval
+        self._check_clock()
         wake = self._wake_from_any_thread
         self.app.wakers.add(wake)
         unlisten = self.app.store.listen(wake)
@@ -182,7 +216,7 @@ class Worker:
         self._presence = presence
         try:
             presence.arrive()
-            self._recover_local()
+            self._recover_local_safely()
             await self._claim_loop(threads, until)
         finally:
             self.app.wakers.discard(wake)
@@ -193,10 +227,28 @@ class Worker:
             await self._shutdown()
             presence.leave()
             threads.shutdown(wait=False, cancel_futures=True)
-            if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self._loop.remove_signal_handler(sig)
-            log.info("worker %s stopped", self.id)
+
+    async def _open_store(self) -> bool:
+        """Open (and migrate) the database, waiting out a lock held by another process
+        or a server that is not up yet; return False if stopped first."""
+        assert self._stop is not None
+        pause = 0.1
+        while not self._stop.is_set():
+            try:
+                self.app.store  # noqa: B018 - opening it is the point
+                return True
+            except StorageError as exc:
+                if not exc.transient:
+                    raise
+                log.warning(
+                    "worker %s: cannot open the database yet: %s; trying again in %.1fs",
+                    self.id,
+                    exc,
+                    pause,
+                )
+                await self._nap(pause)
+                pause = min(pause * 2, 5.0)
+        return False
 
     async def _claim_loop(
         self, threads: ThreadPoolExecutor, until: Callable[[], bool] | None
@@ -323,8 +375,9 @@ class Worker:
             try:
                 in_flight = [run.id for run in self._running.values()]
                 store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
+                self._check_clock()
                 self._recover_expired()
-                self._recover_local()
+                self._recover_local_safely()
                 if self._presence is not None:
                     self._presence.beat()
             except Exception:
@@ -401,6 +454,45 @@ class Worker:
         if lapsed:
             self._wake_from_any_thread()
 
+    def _check_clock(self) -> None:
+        """Re-measure the offset to the database's clock (leases and due times are read
+        from it); warn once when this host's clock is off by more than a second, and
+        again when the difference changes."""
+        clock = self.app.clock
+        if not isinstance(clock, DatabaseClock):
+            return  # an injected clock (tests) or no server clock: nothing to compare
+        try:
+            skew = clock.align(self.app.store.server_time)
+        except StorageError as exc:
+            log.warning("worker %s: cannot read the database's clock: %s", self.id, exc)
+            return
+        if skew is None:
+            return
+        if abs(skew) <= _CLOCK_SKEW_WARNING_SECONDS:
+            if self._warned_skew is not None:
+                log.info("worker %s: this host's clock agrees with the database's again", self.id)
+            self._warned_skew = None
+            return
+        warned = self._warned_skew
+        if warned is None or abs(skew - warned) > _CLOCK_SKEW_WARNING_SECONDS:
+            log.warning(
+                "worker %s: this host's clock is %.1f s %s the database's; surestep reads "
+                "leases and due times from the database's clock, so runs are safe, but "
+                "fix this host's time synchronisation (NTP): your own code and logs see "
+                "the wrong time",
+                self.id,
+                abs(skew),
+                "ahead of" if skew < 0 else "behind",
+            )
+            self._warned_skew = skew
+
+    def _recover_local_safely(self) -> None:
+        try:
+            self._recover_local()
+        except StorageError as exc:
+            # A locked or unreachable database: the next heartbeat looks again.
+            log.warning("worker %s: cannot recover dead workers' runs yet: %s", self.id, exc)
+
     def _recover_local(self) -> None:
         """Take back at once the runs of workers on this host whose process is gone."""
         store = self.app.store
@@ -435,12 +527,16 @@ class Worker:
             if left:
                 # Their threads may still be running; the release fences off any write
                 # they attempt later, and another worker resumes them from the last step.
-                self.app.store.release(
-                    [(r.id, r.token) for r in left],
-                    self.id,
-                    "worker shut down before the run finished",
-                    self.app.clock.now(),
-                )
+                try:
+                    self.app.store.release(
+                        [(r.id, r.token) for r in left],
+                        self.id,
+                        "worker shut down before the run finished",
+                        self.app.clock.now(),
+                    )
+                except StorageError as exc:
+                    # Their leases lapse instead, and another worker recovers them then.
+                    log.warning("worker %s: cannot hand back its runs: %s", self.id, exc)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self._stop is not None

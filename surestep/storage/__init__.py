@@ -10,6 +10,10 @@ from surestep.storage.base import ClaimedRun, RecordedStep, SQLStore, StepOutcom
 from surestep.storage.coordination import CoordinationStore as Store
 from surestep.storage.urls import redact
 
+#: How long a SQLite statement waits for another process's write lock before it fails
+#: (and is retried by the caller); ``?busy_timeout=MS`` in the URL changes it.
+DEFAULT_BUSY_TIMEOUT_MS = 30_000
+
 __all__ = [
     "ClaimedRun",
     "RecordedStep",
@@ -22,7 +26,7 @@ __all__ = [
 
 _SQLITE_HELP = (
     "use sqlite:///relative/path.db or sqlite:////absolute/path.db "
-    "(optionally ?synchronous=normal), or postgresql://user@host/database"
+    "(optionally ?synchronous=normal&busy_timeout=MS), or postgresql://user@host/database"
 )
 
 
@@ -44,12 +48,12 @@ def open_store(url: str, *, must_exist: bool = False) -> Store:
     if scheme == "sqlite":
         from surestep.storage.sqlite import SQLiteStore
 
-        path, synchronous = _sqlite_target(url)
+        path, synchronous, busy_timeout = _sqlite_target(url)
         if must_exist and path != ":memory:" and not Path(path).is_file():
             raise DatabaseNotFoundError(
                 f"no surestep database at {path}; start a run or run `surestep migrate`"
             )
-        return SQLiteStore(path, synchronous)
+        return SQLiteStore(path, synchronous, busy_timeout_ms=busy_timeout)
     if scheme in ("postgresql", "postgres"):
         from surestep.storage.postgres import PostgresStore
 
@@ -57,7 +61,7 @@ def open_store(url: str, *, must_exist: bool = False) -> Store:
     raise ConfigurationError(f"unsupported database URL scheme {scheme!r}; {_SQLITE_HELP}")
 
 
-def _sqlite_target(url: str) -> tuple[str, str]:
+def _sqlite_target(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     if parts.netloc:
         raise ConfigurationError(
@@ -69,15 +73,21 @@ def _sqlite_target(url: str) -> tuple[str, str]:
             f"malformed SQLite URL {redact(url)!r}: no file path; {_SQLITE_HELP}"
         )
     options = parse_qs(parts.query)
-    unknown = set(options) - {"synchronous"}
+    unknown = set(options) - {"synchronous", "busy_timeout"}
     if unknown:
         raise ConfigurationError(
             f"unknown SQLite URL option(s) {sorted(unknown)} in {redact(url)!r}; "
-            f"the only option is synchronous=full|normal"
+            f"the options are synchronous=full|normal and busy_timeout=MILLISECONDS"
         )
     synchronous = options.get("synchronous", ["full"])[-1].lower()
     if synchronous not in ("full", "normal"):
         raise ConfigurationError(
             f"synchronous={synchronous!r} in {redact(url)!r}: use synchronous=full or normal"
         )
-    return path, synchronous
+    busy_timeout = options.get("busy_timeout", [str(DEFAULT_BUSY_TIMEOUT_MS)])[-1]
+    if not busy_timeout.isdigit():
+        raise ConfigurationError(
+            f"busy_timeout={busy_timeout!r} in {redact(url)!r}: use a whole number of "
+            f"milliseconds, e.g. busy_timeout=30000"
+        )
+    return path, synchronous, int(busy_timeout)

@@ -80,6 +80,11 @@ class SQLStore(RunQueries):
     #: How long an operation is retried through transient errors (a server restart).
     reconnect_timeout = 60.0
 
+    def server_time(self) -> float | None:
+        """The database server's clock in epoch seconds, or None if it has none of its
+        own (SQLite: the file is on this host, read with this host's clock)."""
+        return None
+
     def listen(self, on_notify: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``on_notify`` whenever a run becomes claimable; return a function that
         stops listening, or None if this database cannot notify (workers then poll)."""
@@ -187,10 +192,11 @@ class SQLStore(RunQueries):
             if not rows:
                 return []
             expires = now + lease_seconds
+            # available_at stays: it is the run's place in the queue, which a release
+            # (the worker died, or shut down) gives back to it.
             cur.executemany(
                 "UPDATE surestep_runs SET state = 'running', lease_owner = ?,"
-                " lease_token = ?, lease_expires_at = ?, available_at = NULL, updated_at = ?"
-                " WHERE id = ?",
+                " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
                 [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
             )
             cur.executemany(
@@ -386,6 +392,10 @@ class SQLStore(RunQueries):
     ) -> int:
         """Put leased runs back to pending, each only if it still has the given token.
 
+        A released run keeps its place in the queue (the time it was due when claimed),
+        so a run recovered from a dead worker is not queued behind a backlog that
+        arrived while it was running.
+
         With ``max_recoveries`` the release is a *recovery* (the worker died or its lease
         lapsed): a run recovered that many times in a row without recording a new
         attempt in between is dead-lettered instead, since its next step most likely
@@ -418,12 +428,14 @@ class SQLStore(RunQueries):
                         error = json.dumps({"type": "RecoveryLimit", "message": why})
                 cur.execute(
                     "UPDATE surestep_runs SET state = ?, lease_owner = NULL,"
-                    " lease_expires_at = NULL, available_at = ?, updated_at = ?,"
-                    " recoveries = ?, recovery_mark = ?, error = ?"
+                    " lease_expires_at = NULL,"
+                    " available_at = CASE WHEN ? THEN COALESCE(available_at, ?) END,"
+                    " updated_at = ?, recoveries = ?, recovery_mark = ?, error = ?"
                     " WHERE id = ? AND lease_token = ? AND state = 'running'",
                     (
                         to_state,
-                        now if to_state == State.PENDING else None,
+                        to_state == State.PENDING,
+                        now,
                         now,
                         recoveries,
                         mark,

@@ -216,6 +216,12 @@ class PostgresStore(CoordinationStore):
     def close(self) -> None:
         self._pool.close()
 
+    def server_time(self) -> float:
+        # clock_timestamp(), not now(): now() is the start of the transaction.
+        with self.reading() as cur:
+            cur.execute("SELECT extract(epoch FROM clock_timestamp())::double precision")
+            return float(cur.fetchone()[0])
+
     def _due_runs(
         self, workflows: Sequence[tuple[str, str]], now: float, limit: int
     ) -> tuple[str, list[Any]]:

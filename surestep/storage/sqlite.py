@@ -21,8 +21,6 @@ from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import sqlite_transient
 
-_BUSY_TIMEOUT_MS = 30_000
-
 
 class SQLiteStore(CoordinationStore):
     """Storage in one SQLite file, in WAL mode.
@@ -33,17 +31,23 @@ class SQLiteStore(CoordinationStore):
     """
 
     def __init__(
-        self, path: str, synchronous: str = "full", *, upgrade_to: int | None = None
+        self,
+        path: str,
+        synchronous: str = "full",
+        *,
+        upgrade_to: int | None = None,
+        busy_timeout_ms: int = 30_000,
     ) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._busy_timeout = busy_timeout_ms / 1000
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30
+                path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
             )
-            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate(upgrade_to)
@@ -51,6 +55,8 @@ class SQLiteStore(CoordinationStore):
             self._conn.close()
             raise
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_conn"):
+                self._conn.close()  # not left open: the caller may try again (a lock)
             raise self._explain(exc) from None
         except OSError as exc:
             raise StorageError(
@@ -95,7 +101,7 @@ class SQLiteStore(CoordinationStore):
         # While another process switches a new file to WAL, this pragma fails at once
         # with SQLITE_BUSY: the busy handler does not cover it. The switch is permanent
         # and one winner is enough, so wait for it like any other lock.
-        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + self._busy_timeout
         pause = 0.002
         while True:
             try:
