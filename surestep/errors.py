@@ -137,6 +137,36 @@ class InvalidOperationError(SurestepError):
     code = "invalid_operation"
 
 
+class ReviewNotFoundError(SurestepError):
+    """No review task with that id (or none that this reviewer may see)."""
+
+    code = "review_not_found"
+
+
+class ReviewConflictError(SurestepError):
+    """The review task cannot take that action now: it was decided, expired or
+    cancelled, claimed by someone else, or its run has finished. ``reason`` says which."""
+
+    code = "review_conflict"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReviewValidationError(SurestepError):
+    """A decision's data does not satisfy the task's form (or the step's annotation).
+
+    ``fields`` lists each problem as ``{"path": "total", "message": "..."}``.
+    """
+
+    code = "review_invalid"
+
+    def __init__(self, message: str, *, fields: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
 class IllegalTransitionError(SurestepError):
     """A state change that the transition table does not allow."""
 

@@ -47,9 +47,10 @@ RUN_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (W, R),  # the wait is over and a worker claims it
         (W, P),
         (W, C),
-        (NR, P),
+        (NR, P),  # a review was decided: the run resumes
         (NR, F),
         (NR, C),
+        (NR, DL),  # a review expired with on_expiry="dead_letter", or a reviewer sent it
         (DL, P),  # redrive: `app.retry` / `surestep retry`
         (DL, C),
         # A run deadline may end or park any unfinished run (on_deadline=fail / review).
@@ -72,7 +73,11 @@ STEP_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (R, NR),
         (W, R),  # the next attempt starts
         (DL, P),  # the run was redriven: the step gets a fresh retry budget
-        (NR, P),
+        (NR, P),  # a reviewer asked for another attempt
+        # Human review at a position: the task opens, then is decided (or expires).
+        (P, NR),
+        (NR, OK),
+        (NR, DL),
         # Durable waits: a sleep, an event or a child run.
         (P, W),  # the wait begins
         (W, OK),  # the timer fired, the event arrived, the child succeeded

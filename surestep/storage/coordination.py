@@ -13,7 +13,7 @@ sees the other.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from surestep.errors import (
     CorruptRecordError,
@@ -33,8 +33,16 @@ _COMPENSABLE = (
 )
 
 
+#: Called inside the transaction that ends or parks a run outside its worker (cancel,
+#: deadline): (cursor, run_id, to_state, final, actor, reason, now). Stores composed
+#: beside the run store (review tasks) keep their rows in step through it.
+EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
+
+
 class CoordinationStore(SQLStore):
     """The full storage contract: ``SQLStore`` plus ends, waits, events and children."""
+
+    end_listeners: tuple[EndListener, ...] = ()
 
     @retry_transient
     def finish(
@@ -84,6 +92,14 @@ class CoordinationStore(SQLStore):
             )
             if to_state == State.WAITING and waiting_for and self._ready(cur, run_id, waiting_for):
                 cur.execute("UPDATE surestep_runs SET available_at = ? WHERE id = ?", (now, run_id))
+            if (
+                to_state == State.NEEDS_REVIEW
+                and waiting_for
+                and self._ready(cur, run_id, waiting_for)
+            ):
+                # Decided while this worker was still parking the run: resume it.
+                self._resume(cur, run_id, worker, "review decided", now)
+                to_state = State.PENDING
             if to_state in (State.WAITING, State.PENDING):
                 self._notify(cur)
             if to_state in TERMINAL:
@@ -345,6 +361,8 @@ class CoordinationStore(SQLStore):
         cur.execute(EVENT_INSERT, (run_id, None, None, state, to_state, now, actor, why, None))
         if to_state == State.PENDING:
             self._notify(cur)
+        for listener in self.end_listeners:
+            listener(cur, run_id, to_state, final, actor, reason, now)
         if final != State.NEEDS_REVIEW:
             self._cancel_children(cur, run_id, actor, f"parent run {final}", now)
 
@@ -419,6 +437,14 @@ class CoordinationStore(SQLStore):
             )
             if cur.fetchone() is not None:
                 return True
+        reviews = [item.split(":", 1)[1] for item in waiting_for if item.startswith("review:")]
+        for task_id in reviews:
+            cur.execute(
+                "SELECT 1 FROM surestep_review_tasks WHERE id = ? AND state <> 'open'",
+                (int(task_id),),
+            )
+            if cur.fetchone() is not None:
+                return True
         children = [item.split(":", 1)[1] for item in waiting_for if item.startswith("child:")]
         for child_id in children:
             cur.execute(
@@ -438,7 +464,7 @@ class CoordinationStore(SQLStore):
             self._lock_run(cur, run_id)
         cur.execute("SELECT state, waiting_for FROM surestep_runs WHERE id = ?", (run_id,))
         row = cur.fetchone()
-        if row is None or row[0] != State.WAITING or not row[1]:
+        if row is None or row[0] not in (State.WAITING, State.NEEDS_REVIEW) or not row[1]:
             return
         try:
             waits_for = json_value(row[1], Where("surestep_runs", run_id), "waiting_for")
@@ -446,12 +472,30 @@ class CoordinationStore(SQLStore):
             # Unreadable: wake the run anyway. A run woken early finds nothing at its
             # wait and waits again, with a fresh waiting_for; one never woken is stuck.
             waits_for = [reason]
-        if reason in waits_for:
-            cur.execute(
-                "UPDATE surestep_runs SET available_at = ?, waiting_for = NULL WHERE id = ?",
-                (now, run_id),
-            )
-            self._notify(cur)
+        if reason not in waits_for:
+            return
+        if row[0] == State.NEEDS_REVIEW:
+            self._resume(cur, run_id, "surestep", reason.replace(":", " ", 1) + " decided", now)
+            return
+        cur.execute(
+            "UPDATE surestep_runs SET available_at = ?, waiting_for = NULL WHERE id = ?",
+            (now, run_id),
+        )
+        self._notify(cur)
+
+    def _resume(self, cur: Cursor, run_id: str, actor: str, reason: str, now: float) -> None:
+        """needs_review -> pending: what the run waited for was decided."""
+        check_run_transition(State.NEEDS_REVIEW, State.PENDING)
+        cur.execute(
+            "UPDATE surestep_runs SET state = 'pending', available_at = ?, waiting_for = NULL,"
+            " updated_at = ? WHERE id = ?",
+            (now, now, run_id),
+        )
+        cur.execute(
+            EVENT_INSERT,
+            (run_id, None, None, State.NEEDS_REVIEW, State.PENDING, now, actor, reason, None),
+        )
+        self._notify(cur)
 
     def _lock_run(self, cur: Cursor, run_id: str) -> None:
         cur.execute(f"SELECT 1 FROM surestep_runs WHERE id = ? {self.lock_for_update}", (run_id,))
