@@ -11,6 +11,9 @@ never fails a step or a run.
 ``on_run_state``   ``(run_id: str, from_state: State, to_state: State)`` after a
                    worker commits a run transition
 ``on_deadline``    ``(run_id: str)`` after a worker applied a breached run deadline
+``on_review``      ``(event: str, task: ReviewTask)`` after a review task was
+                   ``created``, ``escalated``, ``expired`` or ``decided``, in the
+                   process that made the change
 =================  ==========================================================
 """
 
@@ -24,7 +27,14 @@ from surestep.errors import ConfigurationError
 
 log = logging.getLogger("surestep.hooks")
 
-CATALOGUE = ("before_step", "after_step", "on_retry", "on_run_state", "on_deadline")
+CATALOGUE = (
+    "before_step",
+    "after_step",
+    "on_retry",
+    "on_run_state",
+    "on_deadline",
+    "on_review",
+)
 
 
 class Hooks:
@@ -34,6 +44,7 @@ class Hooks:
         self.on_retry: list[Callable[..., Any]] = []
         self.on_run_state: list[Callable[..., Any]] = []
         self.on_deadline: list[Callable[..., Any]] = []
+        self.on_review: list[Callable[..., Any]] = []
 
     def add(self, name: str, fn: Callable[..., Any]) -> None:
         if name not in CATALOGUE:

@@ -12,8 +12,8 @@ from surestep.names import check_name
 from surestep.retry import Retry
 from surestep.serialization import Codec
 
-OnExhausted = Literal["dead_letter", "fail"]
-ON_EXHAUSTED: tuple[str, ...] = ("dead_letter", "fail")
+OnExhausted = Literal["dead_letter", "fail", "review"]
+ON_EXHAUSTED: tuple[str, ...] = ("dead_letter", "fail", "review")
 
 
 @dataclass(frozen=True, eq=False)

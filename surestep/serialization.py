@@ -108,6 +108,32 @@ class Codec:
                 f"dict), or convert the value to one of those"
             ) from None
 
+    def result_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the return value (what a reviewer may supply by hand)."""
+        return _schema(self._result)
+
+    def args_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the arguments, as an object keyed by parameter name."""
+        properties: dict[str, Any] = {}
+        definitions: dict[str, Any] = {}
+        for name, (_, adapter) in self._params.items():
+            schema = _schema(adapter)
+            if schema is None:
+                return None
+            # References point at the root's $defs: hoist each parameter's there.
+            definitions.update(schema.pop("$defs", {}))
+            properties[name] = schema
+        required = [
+            name
+            for name, param in self._signature.parameters.items()
+            if param.default is param.empty
+            and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+        ]
+        found: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
+        if definitions:
+            found["$defs"] = definitions
+        return found
+
     def encode_result(self, value: Any, where: str) -> str:
         """Validate (and convert) ``value`` against the return annotation, then encode it.
 
@@ -334,3 +360,10 @@ def _lossy_untyped(value: Any, path: str) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
+
+
+def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any] | None:
+    try:
+        return adapter.json_schema()
+    except PydanticUserError:  # a type with no JSON Schema (a callable, say)
+        return None

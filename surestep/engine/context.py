@@ -22,7 +22,8 @@ from surestep.errors import SurestepError
 if TYPE_CHECKING:
     from surestep.clock import Clock
     from surestep.engine.halts import Verdict
-    from surestep.registry import StepDef
+    from surestep.hooks import Hooks
+    from surestep.registry import StepDef, WorkflowDef
     from surestep.storage import RecordedStep, Store
 
 
@@ -51,8 +52,10 @@ class ActiveRun(Protocol):
     run_id: str
     token: int
     worker: str
+    workflow: WorkflowDef
     store: Store
     clock: Clock
+    hooks: Hooks
     loop: asyncio.AbstractEventLoop | None
 
     def next_position(self) -> int:

@@ -25,18 +25,19 @@ class Verdict:
     reason: str
     available_at: float | None = None
     error: dict[str, Any] | None = None
-    waiting_for: tuple[str, ...] = ()  # "event:NAME" / "child:RUN_ID" that end the wait
+    # "event:NAME" / "child:RUN_ID" / "review:TASK_ID" that end the wait
+    waiting_for: tuple[str, ...] = ()
 
     def outranks(self, other: Verdict) -> bool:
         """A lost lease beats everything, then a storage error, a failure, a dead letter,
-        and the earliest wait."""
+        a review, and the earliest wait."""
         return _RANK[self.state] < _RANK[other.state]
 
     def joined(self, other: Verdict) -> Verdict:
         """Two waits at once (gathered): wake at the earlier time or either's event."""
         times = [t for t in (self.available_at, other.available_at) if t is not None]
         return Verdict(
-            State.WAITING,
+            self.state,
             self.reason,
             min(times) if times else None,
             waiting_for=tuple(dict.fromkeys(self.waiting_for + other.waiting_for)),
@@ -48,7 +49,8 @@ _RANK: dict[State | None, int] = {
     State.PENDING: 1,
     State.FAILED: 2,
     State.DEAD_LETTER: 3,
-    State.WAITING: 4,
+    State.NEEDS_REVIEW: 4,
+    State.WAITING: 5,
 }
 
 #: How long a run handed back after a storage error waits before it is claimed again.

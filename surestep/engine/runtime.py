@@ -14,13 +14,13 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from surestep.clock import Clock
-from surestep.engine.context import CURRENT_RUN, CURRENT_STEP, StepContext
+from surestep.engine.context import CURRENT_RUN, CURRENT_STEP, ActiveRun, StepContext
 from surestep.engine.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
 from surestep.engine.steps import await_with_timeout, call_with_timeout
 from surestep.errors import (
@@ -77,6 +77,7 @@ class RunExecution:
         loop: asyncio.AbstractEventLoop | None,
         draining: threading.Event | None = None,
         steps: Callable[[str], StepDef] | None = None,
+        exhausted: Mapping[str, ExhaustedHandler] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -90,6 +91,7 @@ class RunExecution:
         self.loop = loop
         self.draining = draining or threading.Event()
         self.steps = steps
+        self.exhausted = exhausted or {}
         self.parent_id = claimed.parent_id
         # Set while undoing completed steps: the state the run ends in afterwards.
         self.compensating = State(claimed.compensating) if claimed.compensating else None
@@ -222,9 +224,9 @@ class RunExecution:
         token = CURRENT_STEP.set(prepared.context)
         try:
             if step.timeout is None:
-                result = step.fn(*args, **kwargs)
+                result = step.fn(*prepared.args, **prepared.kwargs)
             else:
-                result = call_with_timeout(step, args, kwargs)
+                result = call_with_timeout(step, prepared.args, prepared.kwargs)
         except USER_ERRORS as exc:
             return self._conclude(step, prepared, None, exc)
         finally:
@@ -246,9 +248,9 @@ class RunExecution:
             token = CURRENT_STEP.set(prepared.context)
             try:
                 if step.timeout is None:
-                    result = await step.fn(*args, **kwargs)
+                    result = await step.fn(*prepared.args, **prepared.kwargs)
                 else:
-                    result = await await_with_timeout(step, args, kwargs)
+                    result = await await_with_timeout(step, prepared.args, prepared.kwargs)
             except USER_ERRORS as exc:
                 return self._conclude(step, prepared, None, exc)
             finally:
@@ -281,7 +283,7 @@ class RunExecution:
             self.code_changed(error)
         return recorded
 
-    def _begin(self, step: StepDef, position: int) -> _Attempt | _Replayed:
+    def _begin(self, step: StepDef, position: int, call: _Call) -> _Attempt | _Replayed:
         recorded = self.expect(position, step.name)
         if self.draining.is_set() and (recorded is None or recorded.state != State.SUCCESS):
             # The worker is shutting down: stop at this step boundary, keep every
@@ -300,6 +302,8 @@ class RunExecution:
             raise StepError(step.name, info.get("type", "Error"), info.get("message", ""))
         if recorded.state == State.DEAD_LETTER:
             self.halt(Verdict(State.DEAD_LETTER, f"step {step.name!r} is dead-lettered"))
+        if recorded.state == State.NEEDS_REVIEW:
+            self._to_review(step, position, call)
         due = self._due(recorded)
         if due is not None:
             self.halt(Verdict(State.WAITING, f"retry of step {step.name!r}", due))
@@ -309,9 +313,14 @@ class RunExecution:
         self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Prepared | _Replayed:
         """Replay the step, or get its next attempt ready to run."""
-        attempt = self._begin(step, position)
+        attempt = self._begin(step, position, (args, kwargs))
         if not isinstance(attempt, _Attempt):
             return attempt
+        edited = self.recorded.get(position)
+        if edited is not None and edited.review_inputs is not None:
+            # A reviewer asked for this attempt with arguments of their own.
+            where = f"arguments a reviewer gave step {step.name!r} in run {self.run_id!r}"
+            args, kwargs = step.codec.decode_args(edited.review_inputs, where)
         context = StepContext(self.run_id, position, step.name, attempt.number)
         if self.hooks.before_step:
             Hooks.emit(self.hooks.before_step, context)
@@ -324,15 +333,30 @@ class RunExecution:
             try:
                 inputs = step.codec.encode_args(args, kwargs, f"step {step.name!r}")
             except SerializationError as exc:  # the workflow's bug: retrying cannot help
-                self._failed(step, context, attempt, started, exc, "its arguments cannot be kept")
-        return _Prepared(attempt, context, started, inputs)
+                self._failed(
+                    step,
+                    context,
+                    attempt,
+                    started,
+                    exc,
+                    "its arguments cannot be kept",
+                    call=(args, kwargs),
+                )
+        return _Prepared(attempt, context, started, inputs, args, kwargs)
 
     def _conclude(
         self, step: StepDef, prepared: _Prepared, result: Any, error: BaseException | None
     ) -> Any:
         """Checkpoint the attempt's outcome; return the decoded result or raise/halt."""
         if error is not None:
-            return self._failed(step, prepared.context, prepared.attempt, prepared.started, error)
+            return self._failed(
+                step,
+                prepared.context,
+                prepared.attempt,
+                prepared.started,
+                error,
+                call=(prepared.args, prepared.kwargs),
+            )
         return self._succeeded(step, prepared, result)
 
     def _succeeded(self, step: StepDef, prepared: _Prepared, result: Any) -> Any:
@@ -348,7 +372,15 @@ class RunExecution:
         except SerializationError as exc:
             # A code bug, not a flaky dependency: retrying cannot help, so it escalates
             # (dead letter by default) and can be redriven once the code is fixed.
-            return self._failed(step, context, attempt, started, exc, "the output cannot be stored")
+            return self._failed(
+                step,
+                context,
+                attempt,
+                started,
+                exc,
+                "the output cannot be stored",
+                call=(prepared.args, prepared.kwargs),
+            )
         outcome = StepOutcome(
             context.position,
             step.name,
@@ -384,6 +416,7 @@ class RunExecution:
         started: float,
         exc: BaseException,
         escalate: str | None = None,
+        call: _Call = ((), {}),
     ) -> Any:
         now = self.clock.now()
         if escalate is not None:  # a code bug: no retry, straight to on_exhausted
@@ -420,6 +453,11 @@ class RunExecution:
             if self.hooks.on_retry:
                 Hooks.emit(self.hooks.on_retry, context, exc, decision.delay)
             self.halt(Verdict(State.WAITING, f"retry of step {step.name!r}", wake))
+        review = step.on_exhausted in self.exhausted and self.compensating is None
+        if isinstance(decision, Escalate) and review:
+            reason = f"{summary}; {decision.reason}, review requested"
+            self._record(context, replace(outcome, to_state=State.NEEDS_REVIEW, reason=reason))
+            self._to_review(step, context.position, call)
         dead_letter = step.on_exhausted == "dead_letter" or self.compensating is not None
         if isinstance(decision, Escalate) and dead_letter:
             reason = f"{summary}; {decision.reason}, dead-lettered"
@@ -427,6 +465,14 @@ class RunExecution:
             self.halt(Verdict(State.DEAD_LETTER, f"step {step.name!r}: {reason}", error=info))
         self._record(context, replace(outcome, reason=f"{summary}; {decision.reason}"))
         raise StepError(step.name, info["type"], info["message"]) from exc
+
+    def _to_review(self, step: StepDef, position: int, call: _Call) -> NoReturn:
+        handler = self.exhausted.get(step.on_exhausted)
+        if handler is None:
+            raise RuntimeError(
+                f"step {step.name!r}: nothing handles on_exhausted={step.on_exhausted!r}"
+            )
+        handler(self, step, position, call)
 
     def _record(self, context: StepContext, outcome: StepOutcome) -> None:
         with self.guarded():
@@ -484,7 +530,7 @@ class RunExecution:
             current = self.verdict
             if current is None or verdict.outranks(current):
                 self.verdict = verdict
-            elif current.state == verdict.state == State.WAITING:
+            elif current.state == verdict.state and current.state in _JOINED:
                 self.verdict = current.joined(verdict)
         raise Halt
 
@@ -582,6 +628,17 @@ class RunExecution:
             Hooks.emit(self.hooks.on_run_state, self.run_id, State.RUNNING, to_state)
 
 
+#: Verdicts that gathered waits combine (wake on the earliest, or on either's event).
+_JOINED = (State.WAITING, State.NEEDS_REVIEW)
+
+#: A step call's arguments.
+_Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+#: Opens the review of a step that exhausted its retries (``on_exhausted="review"``)
+#: and halts the run; given by the review layer, so the engine does not import it.
+ExhaustedHandler = Callable[[ActiveRun, StepDef, int, _Call], NoReturn]
+
+
 @dataclass(frozen=True, slots=True)
 class _Replayed:
     value: Any
@@ -593,6 +650,8 @@ class _Prepared:
     context: StepContext
     started: float
     inputs: str | None  # the encoded arguments of a step with a compensation
+    args: tuple[Any, ...]  # what the attempt is called with (a reviewer may edit them)
+    kwargs: dict[str, Any]
 
 
 def _loads(text: str | None) -> dict[str, Any]:

@@ -35,9 +35,7 @@ class Expire:
 def principal(entry: str) -> str:
     """``"bob"`` or ``"user:bob"`` -> ``"user:bob"``; ``"group:managers"`` stays."""
     if not isinstance(entry, str) or not entry.strip():
-        raise ConfigurationError(
-            f"a reviewer must be a user name or 'group:NAME', got {entry!r}"
-        )
+        raise ConfigurationError(f"a reviewer must be a user name or 'group:NAME', got {entry!r}")
     entry = entry.strip()
     if entry.startswith(("user:", "group:")):
         if not entry.split(":", 1)[1]:
@@ -62,7 +60,9 @@ def on_due(
     level ``on_expiry`` applies.
     """
     if level < len(escalate_to):
-        return Escalate(principal(escalate_to[level]), level + 1, None if sla is None else now + sla)
+        return Escalate(
+            principal(escalate_to[level]), level + 1, None if sla is None else now + sla
+        )
     if on_expiry not in ON_EXPIRY:
         raise ConfigurationError(f"on_expiry={on_expiry!r}; use one of {', '.join(ON_EXPIRY)}")
     return Expire(on_expiry)

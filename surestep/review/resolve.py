@@ -39,7 +39,7 @@ def validate(task: dict[str, Any], outcome: str, data: Any) -> None:
         if data is None:
             _refuse(task, [{"path": "", "message": "an edit needs the edited data"}])
         schema = task["form"]
-    if schema is None or data is None and outcome != "output":
+    if schema is None or (data is None and outcome != "output"):
         return
     validator = Draft202012Validator(schema)
     errors = [
@@ -81,8 +81,16 @@ def apply(
         return
     if task["kind"] == STEP_EXHAUSTED and outcome == "retry":
         inputs = (decision["data"] or {}).get("inputs")
-        _step(store, cur, task, State.PENDING, actor, reason, now,
-              review_inputs=None if inputs is None else json.dumps(inputs))  # fmt: skip
+        _step(
+            store,
+            cur,
+            task,
+            State.PENDING,
+            actor,
+            reason,
+            now,
+            review_inputs=None if inputs is None else json.dumps(inputs),
+        )
     else:
         output = decision["data"] if task["kind"] == STEP_EXHAUSTED else decision
         _step(store, cur, task, State.SUCCESS, actor, reason, now, output=json.dumps(output))
@@ -125,7 +133,9 @@ def _resume(
         " updated_at = ? WHERE id = ?",
         (now, now, run_id),
     )
-    cur.execute(EVENT_INSERT, (run_id, None, None, run_state, State.PENDING, now, actor, reason, None))
+    cur.execute(
+        EVENT_INSERT, (run_id, None, None, run_state, State.PENDING, now, actor, reason, None)
+    )
     store._notify(cur)
 
 
@@ -159,11 +169,22 @@ def _step(
             task["position"],
         ),
     )
-    cur.execute("SELECT name FROM surestep_steps WHERE run_id = ? AND position = ?",
-                (task["run_id"], task["position"]))  # fmt: skip
+    cur.execute(
+        "SELECT name FROM surestep_steps WHERE run_id = ? AND position = ?",
+        (task["run_id"], task["position"]),
+    )
     name = cur.fetchone()[0]
     cur.execute(
         EVENT_INSERT,
-        (task["run_id"], task["position"], name, State.NEEDS_REVIEW, to_state, now, actor,
-         reason, None),
-    )  # fmt: skip
+        (
+            task["run_id"],
+            task["position"],
+            name,
+            State.NEEDS_REVIEW,
+            to_state,
+            now,
+            actor,
+            reason,
+            None,
+        ),
+    )

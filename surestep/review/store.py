@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from surestep.errors import ReviewConflictError, ReviewNotFoundError, ReviewValidationError
 from surestep.review import audit, resolve
 from surestep.review.policy import Escalate, on_due, principals
-from surestep.review.records import RUN_DEADLINE, outcomes_for
+from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, outcomes_for
 from surestep.review.rows import TASK_COLUMNS, TaskSpec
 from surestep.states import State, check_step_transition
 from surestep.storage import Store
 from surestep.storage.base import EVENT_INSERT
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import retry_transient
+
+#: The inbox's sort key for a task with no due time: after every real one.
+NO_DUE = 1e18
 
 #: Who is asked about a run whose deadline passed with on_deadline="review".
 DEADLINE_REVIEWERS = ("group:operators",)
@@ -34,10 +38,7 @@ class ReviewStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-
-    @property
-    def reconnect_timeout(self) -> float:
-        return self.store.reconnect_timeout
+        self.reconnect_timeout = store.reconnect_timeout
 
     @classmethod
     def attach(cls, store: Store) -> ReviewStore:
@@ -51,11 +52,18 @@ class ReviewStore:
 
     @retry_transient
     def open_at(
-        self, run_id: str, token: int, worker: str, position: int, name: str, spec: TaskSpec,
+        self,
+        run_id: str,
+        token: int,
+        worker: str,
+        position: int,
+        name: str,
+        spec: TaskSpec,
         now: float,
-    ) -> int:  # fmt: skip
-        """Open the task that waits at ``position`` of a run this worker holds, and
-        return its id; a replay that reaches the position again gets the same task."""
+    ) -> tuple[int, bool]:
+        """Open the task that waits at ``position`` of a run this worker holds; return
+        its id and whether it is new (a replay that reaches the position again gets the
+        same task)."""
         with self.store.transaction() as cur:
             self.store._fence(cur, run_id, token)
             cur.execute(
@@ -65,9 +73,11 @@ class ReviewStore:
             )
             row = cur.fetchone()
             if row is not None:
-                return int(row[0])
+                return int(row[0]), False
             self._step_needs_review(cur, run_id, position, name, worker, now)
-            return self._insert(cur, run_id, position, spec, worker, now)
+            if spec.kind == STEP_EXHAUSTED:
+                spec = _with_attempts(cur, run_id, position, spec)
+            return self._insert(cur, run_id, position, spec, worker, now), True
 
     def _step_needs_review(
         self, cur: Cursor, run_id: str, position: int, name: str, actor: str, now: float
@@ -135,15 +145,26 @@ class ReviewStore:
         task_id = int(cur.fetchone()[0])
         self._set_inbox(cur, task_id, who, spec.priority, due_at, spec.kind)
         self._event(
-            cur, run_id, position, spec.kind, actor, now,
+            cur,
+            run_id,
+            position,
+            spec.kind,
+            actor,
+            now,
             f"review task {task_id} opened for {', '.join(who)}",
-        )  # fmt: skip
+        )
         return task_id
 
     def _on_run_end(
-        self, cur: Cursor, run_id: str, to_state: State, final: State, actor: str, reason: str,
+        self,
+        cur: Cursor,
+        run_id: str,
+        to_state: State,
+        final: State,
+        actor: str,
+        reason: str,
         now: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if to_state == State.NEEDS_REVIEW:
             cur.execute("SELECT workflow FROM surestep_runs WHERE id = ?", (run_id,))
             workflow = cur.fetchone()[0]
@@ -179,8 +200,15 @@ class ReviewStore:
             (state, now, task["id"]),
         )
         cur.execute("DELETE FROM surestep_review_inbox WHERE task_id = ?", (task["id"],))
-        self._event(cur, task["run_id"], task["position"], task["kind"], actor, now,
-                    f"review task {task['id']} {why}")  # fmt: skip
+        self._event(
+            cur,
+            task["run_id"],
+            task["position"],
+            task["kind"],
+            actor,
+            now,
+            f"review task {task['id']} {why}",
+        )
 
     # -- reviewer actions ---------------------------------------------------------------
 
@@ -199,8 +227,15 @@ class ReviewStore:
                 " WHERE id = ?",
                 (by, now, now, task_id),
             )
-            self._event(cur, task["run_id"], task["position"], task["kind"], by, now,
-                        f"review task {task_id} claimed")  # fmt: skip
+            self._event(
+                cur,
+                task["run_id"],
+                task["position"],
+                task["kind"],
+                by,
+                now,
+                f"review task {task_id} claimed",
+            )
 
     @retry_transient
     def release(self, task_id: int, by: str, now: float, *, force: bool = False) -> None:
@@ -218,8 +253,15 @@ class ReviewStore:
                 " follow_up_at = NULL, updated_at = ? WHERE id = ?",
                 (now, task_id),
             )
-            self._event(cur, task["run_id"], task["position"], task["kind"], by, now,
-                        f"review task {task_id} released by {task['claimed_by']}")  # fmt: skip
+            self._event(
+                cur,
+                task["run_id"],
+                task["position"],
+                task["kind"],
+                by,
+                now,
+                f"review task {task_id} released by {task['claimed_by']}",
+            )
 
     @retry_transient
     def snooze(self, task_id: int, by: str, until: float, now: float) -> None:
@@ -234,14 +276,26 @@ class ReviewStore:
                 "UPDATE surestep_review_tasks SET follow_up_at = ?, updated_at = ? WHERE id = ?",
                 (until, now, task_id),
             )
-            self._event(cur, task["run_id"], task["position"], task["kind"], by, now,
-                        f"review task {task_id}: follow up at {until:.0f}")  # fmt: skip
+            self._event(
+                cur,
+                task["run_id"],
+                task["position"],
+                task["kind"],
+                by,
+                now,
+                f"review task {task_id}: follow up at {until:.0f}",
+            )
 
     @retry_transient
     def reassign(
-        self, task_id: int, assignee: str | None, groups: Sequence[str], by: str, reason: str,
+        self,
+        task_id: int,
+        assignee: str | None,
+        groups: Sequence[str],
+        by: str,
+        reason: str,
         now: float,
-    ) -> list[str]:  # fmt: skip
+    ) -> list[str]:
         """Give an open task to other people; return who sees it now."""
         who = principals(assignee, groups)
         with self.store.transaction() as cur:
@@ -252,8 +306,15 @@ class ReviewStore:
                 (assignee, json.dumps(list(groups)), now, task_id),
             )
             self._set_inbox(cur, task_id, who, task["priority"], task["due_at"], task["kind"])
-            self._event(cur, task["run_id"], task["position"], task["kind"], by, now,
-                        f"review task {task_id} reassigned to {', '.join(who)}: {reason}")  # fmt: skip
+            self._event(
+                cur,
+                task["run_id"],
+                task["position"],
+                task["kind"],
+                by,
+                now,
+                f"review task {task_id} reassigned to {', '.join(who)}: {reason}",
+            )
         return who
 
     @retry_transient
@@ -329,9 +390,15 @@ class ReviewStore:
             "decided_at": now,
         }
         audit.append(cur, task, decision)
-        self._event(cur, task["run_id"], task["position"], task["kind"], by, now,
-                    f"review task {task['id']} decided: {outcome}"
-                    + (f" ({comment})" if comment else ""))  # fmt: skip
+        self._event(
+            cur,
+            task["run_id"],
+            task["position"],
+            task["kind"],
+            by,
+            now,
+            f"review task {task['id']} decided: {outcome}" + (f" ({comment})" if comment else ""),
+        )
         resolve.apply(self.store, cur, task, run_state, decision, now)
         return decision
 
@@ -388,9 +455,15 @@ class ReviewStore:
                 ),
             )
             self._set_inbox(cur, task_id, [step.to], task["priority"], step.due_at, task["kind"])
-            self._event(cur, task["run_id"], task["position"], task["kind"], actor, now,
-                        f"review task {task_id} overdue; escalated to {step.to} "
-                        f"(level {step.level})")  # fmt: skip
+            self._event(
+                cur,
+                task["run_id"],
+                task["position"],
+                task["kind"],
+                actor,
+                now,
+                f"review task {task_id} overdue; escalated to {step.to} (level {step.level})",
+            )
             return f"escalated to {step.to}"
         if step.action == "dead_letter":
             resolve.dead_letter(self.store, cur, task, run_state, actor, "review expired", now)
@@ -406,8 +479,15 @@ class ReviewStore:
             "UPDATE surestep_review_tasks SET overdue_since = ?, updated_at = ? WHERE id = ?",
             (now, now, task_id),
         )
-        self._event(cur, task["run_id"], task["position"], task["kind"], actor, now,
-                    f"review task {task_id} overdue; kept open")  # fmt: skip
+        self._event(
+            cur,
+            task["run_id"],
+            task["position"],
+            task["kind"],
+            actor,
+            now,
+            f"review task {task_id} overdue; kept open",
+        )
         return "kept open, overdue"
 
     # -- pieces -------------------------------------------------------------------------
@@ -416,7 +496,9 @@ class ReviewStore:
         cur.execute("SELECT run_id FROM surestep_review_tasks WHERE id = ?", (task_id,))
         row = cur.fetchone()
         if row is None:
-            raise ReviewNotFoundError(f"no review task {task_id}; `surestep review list` shows them")
+            raise ReviewNotFoundError(
+                f"no review task {task_id}; `surestep review list` shows them"
+            )
         return str(row[0])
 
     def _open_for_update(self, cur: Cursor, task_id: int) -> dict[str, Any]:
@@ -427,7 +509,9 @@ class ReviewStore:
         )
         row = cur.fetchone()
         if row is None:
-            raise ReviewNotFoundError(f"no review task {task_id}; `surestep review list` shows them")
+            raise ReviewNotFoundError(
+                f"no review task {task_id}; `surestep review list` shows them"
+            )
         names = [c.strip() for c in TASK_COLUMNS.split(",")]
         task = dict(zip(names, row, strict=True))
         for field in ("payload", "proposal", "form", "context", "data"):
@@ -456,7 +540,7 @@ class ReviewStore:
         cur.executemany(
             "INSERT INTO surestep_review_inbox (principal, priority, due_at, task_id, kind)"
             " VALUES (?, ?, ?, ?, ?)",
-            [(p, priority, due_at, task_id, kind) for p in who],
+            [(p, priority, NO_DUE if due_at is None else due_at, task_id, kind) for p in who],
         )
 
     def _event(
@@ -485,3 +569,33 @@ class ReviewStore:
                 None,
             ),
         )
+
+
+def _with_attempts(cur: Cursor, run_id: str, position: int, spec: TaskSpec) -> TaskSpec:
+    """A step_exhausted task's context and payload with every attempt and the last error."""
+    cur.execute(
+        "SELECT attempt, state, started_at, finished_at, worker, error FROM surestep_attempts"
+        " WHERE run_id = ? AND position = ? ORDER BY attempt",
+        (run_id, position),
+    )
+    attempts = []
+    for attempt, state, started, finished, worker, error in cur.fetchall():
+        try:
+            info = json.loads(error) if error else None
+        except ValueError:
+            info = {"type": "unreadable", "message": str(error)[:200]}
+        attempts.append(
+            {
+                "attempt": attempt,
+                "state": state,
+                "started_at": started,
+                "finished_at": finished,
+                "worker": worker,
+                "error": info,
+            }
+        )
+    last = next((a["error"] for a in reversed(attempts) if a["error"]), None)
+    brief = None if last is None else {"type": last.get("type"), "message": last.get("message")}
+    context = {**json.loads(spec.context or "{}"), "attempts": attempts, "error": last}
+    payload = {**json.loads(spec.payload), "error": brief, "attempts": len(attempts)}
+    return replace(spec, context=json.dumps(context), payload=json.dumps(payload))

@@ -208,7 +208,7 @@ class RunQueries(ABC):
         marks = ", ".join("?" for _ in run_ids)
         cur.execute(
             "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
-            f" next_attempt_at, compensation, inputs FROM surestep_steps"
+            f" next_attempt_at, compensation, inputs, review_inputs FROM surestep_steps"
             f" WHERE run_id IN ({marks})",
             list(run_ids),
         )
@@ -218,10 +218,15 @@ class RunQueries(ABC):
             try:
                 # Replay decodes these columns; check them now, before the run is
                 # executed, so that a bad one quarantines the run rather than failing it.
-                for column, text in (("output", r[4]), ("error", r[5]), ("inputs", r[10])):
+                for column, text in (
+                    ("output", r[4]),
+                    ("error", r[5]),
+                    ("inputs", r[10]),
+                    ("review_inputs", r[11]),
+                ):
                     json_value(text, where, column)
                 step = RecordedStep(
-                    r[2], state_of(r[3], where), r[4], r[5], r[6], r[7], r[8], r[9], r[10]
+                    r[2], state_of(r[3], where), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]
                 )
             except CorruptRecordError as exc:
                 if problems is None:

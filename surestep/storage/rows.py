@@ -37,6 +37,7 @@ class RecordedStep:
     next_attempt_at: float | None
     compensation: str | None = None  # the registered step that undoes this one
     inputs: str | None = None  # its arguments, kept for the compensation
+    review_inputs: str | None = None  # its arguments as a reviewer edited them
 
 
 @dataclass(frozen=True)

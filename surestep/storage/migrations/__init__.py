@@ -60,6 +60,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         5: "surestep_runs_claimable_by_workflow",
         6: marker_6,
         7: "surestep_workers",
+        8: "surestep_review_tasks",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),

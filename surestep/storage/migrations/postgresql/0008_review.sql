@@ -1,10 +1,10 @@
--- surestep schema 7: human review. A review task waits at a position of a run (or, for
--- a breached run deadline, at the run itself); its candidates are kept in an inbox table
--- so that one reviewer's inbox is an index range per user or group; decisions are an
--- append-only, hash-chained audit log.
+-- surestep schema 8 on PostgreSQL: human review. A review task waits at a position of a
+-- run (or, for a breached run deadline, at the run itself); its candidates are kept in an
+-- inbox table so that one reviewer's inbox is an index range per user or group;
+-- decisions are an append-only, hash-chained audit log.
 
 CREATE TABLE surestep_review_tasks (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            BIGSERIAL PRIMARY KEY,
     run_id        TEXT NOT NULL,
     -- the run's position the task answers; NULL for a task about the whole run
     position      INTEGER,
@@ -14,7 +14,7 @@ CREATE TABLE surestep_review_tasks (
     payload       TEXT NOT NULL,
     sensitive     TEXT NOT NULL DEFAULT '[]',
     proposal      TEXT,
-    confidence    REAL,
+    confidence    DOUBLE PRECISION,
     form          TEXT,
     instructions  TEXT,
     -- what a step that exhausted its retries left: step, inputs, error, attempts
@@ -24,20 +24,20 @@ CREATE TABLE surestep_review_tasks (
     escalate_to   TEXT NOT NULL DEFAULT '[]',
     level         INTEGER NOT NULL DEFAULT 0,
     priority      INTEGER NOT NULL,
-    sla           REAL,
-    due_at        REAL,
+    sla           DOUBLE PRECISION,
+    due_at        DOUBLE PRECISION,
     on_expiry     TEXT NOT NULL,
-    overdue_since REAL,
-    follow_up_at  REAL,
+    overdue_since DOUBLE PRECISION,
+    follow_up_at  DOUBLE PRECISION,
     claimed_by    TEXT,
-    claimed_at    REAL,
-    created_at    REAL NOT NULL,
-    updated_at    REAL NOT NULL,
+    claimed_at    DOUBLE PRECISION,
+    created_at    DOUBLE PRECISION NOT NULL,
+    updated_at    DOUBLE PRECISION NOT NULL,
     outcome       TEXT,
     data          TEXT,
     reviewer      TEXT,
     comment       TEXT,
-    decided_at    REAL
+    decided_at    DOUBLE PRECISION
 );
 -- One open task per position: a replay finds the task it opened instead of another.
 CREATE UNIQUE INDEX surestep_review_tasks_open_at ON surestep_review_tasks (run_id, position)
@@ -50,13 +50,16 @@ CREATE INDEX surestep_review_tasks_by_state
     ON surestep_review_tasks (state, priority DESC, due_at, id);
 CREATE INDEX surestep_review_tasks_decided ON surestep_review_tasks (decided_at)
     WHERE decided_at IS NOT NULL;
+CREATE INDEX surestep_review_tasks_created ON surestep_review_tasks (created_at);
 
--- Who may see an open task: one row per principal ('user:alice', 'group:finance').
+-- Who may see an open task: one row per principal ('user:alice', 'group:finance'), in
+-- inbox order. due_at here is never NULL (no due time sorts last, as 1e18), so that both
+-- databases order alike.
 CREATE TABLE surestep_review_inbox (
     principal TEXT NOT NULL,
     priority  INTEGER NOT NULL,
-    due_at    REAL,
-    task_id   INTEGER NOT NULL,
+    due_at    DOUBLE PRECISION,
+    task_id   BIGINT NOT NULL,
     kind      TEXT NOT NULL,
     PRIMARY KEY (principal, task_id)
 );
@@ -65,8 +68,8 @@ CREATE INDEX surestep_review_inbox_order
 CREATE INDEX surestep_review_inbox_by_task ON surestep_review_inbox (task_id);
 
 CREATE TABLE surestep_review_decisions (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id    INTEGER NOT NULL,
+    id         BIGSERIAL PRIMARY KEY,
+    task_id    BIGINT NOT NULL,
     run_id     TEXT NOT NULL,
     seq        INTEGER NOT NULL,
     record     TEXT NOT NULL,
@@ -76,15 +79,20 @@ CREATE TABLE surestep_review_decisions (
 );
 CREATE INDEX surestep_review_decisions_by_task ON surestep_review_decisions (task_id);
 
-CREATE TRIGGER surestep_review_decisions_no_update BEFORE UPDATE ON surestep_review_decisions
+CREATE FUNCTION surestep_review_decisions_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT RAISE(ABORT, 'surestep_review_decisions is append-only');
-END;
-CREATE TRIGGER surestep_review_decisions_no_delete BEFORE DELETE ON surestep_review_decisions
-    WHEN EXISTS (SELECT 1 FROM surestep_runs WHERE id = OLD.run_id)
-BEGIN
-    SELECT RAISE(ABORT, 'surestep_review_decisions is append-only while its run exists');
-END;
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'surestep_review_decisions is append-only';
+    END IF;
+    IF EXISTS (SELECT 1 FROM surestep_runs WHERE id = OLD.run_id) THEN
+        RAISE EXCEPTION 'surestep_review_decisions is append-only while its run exists';
+    END IF;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER surestep_review_decisions_append_only
+    BEFORE UPDATE OR DELETE ON surestep_review_decisions
+    FOR EACH ROW EXECUTE FUNCTION surestep_review_decisions_append_only();
 
 -- A step's arguments as a reviewer edited them, used by its next attempt.
 ALTER TABLE surestep_steps ADD COLUMN review_inputs TEXT;
