@@ -30,6 +30,9 @@ from surestep.errors import (
     NonDeterminismError,
     OutputValidationError,
     ResultTimeoutError,
+    ReviewConflictError,
+    ReviewNotFoundError,
+    ReviewValidationError,
     RunFailedError,
     RunNotFoundError,
     SchemaVersionError,
@@ -43,6 +46,8 @@ from surestep.errors import (
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.redrive import RedriveOutcome
 from surestep.retry import Retry
+from surestep.review.records import Decision, ReviewStats, ReviewTask
+from surestep.review.request import request_review, request_review_async
 from surestep.states import State
 from surestep.versions import VersionRecord
 
@@ -54,6 +59,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecordError",
     "DatabaseNotFoundError",
+    "Decision",
     "DuplicateWorkflowError",
     "EventRecord",
     "EventTimeoutError",
@@ -68,6 +74,11 @@ __all__ = [
     "RedriveOutcome",
     "ResultTimeoutError",
     "Retry",
+    "ReviewConflictError",
+    "ReviewNotFoundError",
+    "ReviewStats",
+    "ReviewTask",
+    "ReviewValidationError",
     "RunFailedError",
     "RunHandle",
     "RunNotFoundError",
@@ -88,6 +99,8 @@ __all__ = [
     "current_step",
     "deprecate_patch",
     "patched",
+    "request_review",
+    "request_review_async",
     "run_child",
     "run_child_async",
     "sleep",

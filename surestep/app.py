@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from surestep.clock import Clock, DatabaseClock, SystemClock
+from surestep.engine.runtime import ExhaustedHandler
 from surestep.engine.steps import make_step_wrapper
-from surestep.engine.worker import Wakers, Worker
+from surestep.engine.worker import Timer, Wakers, Worker
 from surestep.errors import (
     ConfigurationError,
     ResultTimeoutError,
@@ -30,6 +31,9 @@ from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
+from surestep.review.request import open_step_review
+from surestep.review.service import Reviews
+from surestep.review.store import ReviewStore
 from surestep.serialization import dumps, loads_raw
 from surestep.states import SETTLED, State
 from surestep.storage import Store, open_store
@@ -76,6 +80,10 @@ class App:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self.wakers = Wakers()
+        self.reviews = Reviews(self)
+        # What a step's on_exhausted may name beyond dead_letter and fail.
+        self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
+        self.timers: tuple[Timer, ...] = (self.reviews,)
 
     @property
     def store(self) -> Store:
@@ -83,12 +91,17 @@ class App:
             with self._store_lock:
                 if self._store is None:
                     store = open_store(self.database_url, must_exist=self.must_exist)
+                    ReviewStore.attach(store)
                     if isinstance(self.clock, DatabaseClock):
                         # Best effort: a worker re-measures on every heartbeat.
                         with contextlib.suppress(StorageError):
                             self.clock.align(store.server_time)
                     self._store = store
         return self._store
+
+    def wake_workers(self) -> None:
+        """Wake this process's idle workers: a run of theirs may be ready now."""
+        self.wakers.wake_all()
 
     def close(self) -> None:
         """Close the database connection(s)."""

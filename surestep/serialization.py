@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any, get_args, get_origin, get_type_hints
 
 from pydantic import PydanticUserError, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticSerializationError, core_schema, to_json
 
 from surestep.errors import (
     ConfigurationError,
@@ -362,8 +363,22 @@ def _lossy_untyped(value: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
+class _StrictSchema(GenerateJsonSchema):
+    """JSON Schemas that refuse what pydantic would refuse, where pydantic's defaults are
+    looser (a Decimal's string form gets its pattern), for checking reviewers' edits in
+    a process that does not import the workflow's types."""
+
+    def get_decimal_pattern(self, schema: core_schema.DecimalSchema) -> str | None:
+        return self.build_decimal_pattern(schema)
+
+
+def json_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """The JSON Schema of what ``adapter`` accepts."""
+    return adapter.json_schema(schema_generator=_StrictSchema)
+
+
 def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any] | None:
     try:
-        return adapter.json_schema()
+        return json_schema(adapter)
     except PydanticUserError:  # a type with no JSON Schema (a callable, say)
         return None

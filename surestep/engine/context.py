@@ -69,8 +69,9 @@ class ActiveRun(Protocol):
     def recorded(self) -> Mapping[int, RecordedStep]:
         """The history recorded before this execution began, by position."""
 
-    def expect(self, position: int, name: str) -> RecordedStep | None:
-        """What is recorded at ``position``; a different ``name`` there halts the run."""
+    def expect(self, position: int, name: str, *, joinable: bool = False) -> RecordedStep | None:
+        """What is recorded at ``position``; a different ``name`` there halts the run.
+        A ``joinable`` position still opens while the run halts to wait (gathered)."""
 
     def guarded(self) -> AbstractContextManager[None]:
         """Around a write under the run's lease (``run.token``): a lost lease or a

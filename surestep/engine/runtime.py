@@ -262,14 +262,19 @@ class RunExecution:
 
     # -- the per-step path -------------------------------------------------------------
 
-    def expect(self, position: int, name: str) -> RecordedStep | None:
+    def expect(self, position: int, name: str, *, joinable: bool = False) -> RecordedStep | None:
         """What is recorded at ``position``, checking it is ``name`` (a step or a wait).
 
         A different name means the code changed under an in-flight run: the run is
         dead-lettered with a ``NonDeterminismError`` instead of feeding one step's output
         to another, so that once the code is rolled back it can be retried.
+
+        Once the run is halting nothing more runs, except that a ``joinable`` position
+        (a review gathered with another) still opens while the run halts to wait: the
+        run then waits for all of them at once.
         """
-        if self.verdict is not None:
+        verdict = self.verdict
+        if verdict is not None and not (joinable and verdict.state in _JOINED):
             raise Halt
         recorded = self.recorded.get(position)
         if recorded is not None and recorded.name != name:

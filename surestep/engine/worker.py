@@ -18,14 +18,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from surestep.clock import DatabaseClock
 from surestep.engine.presence import Presence
-from surestep.engine.runtime import RunExecution
+from surestep.engine.runtime import ExhaustedHandler, RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
 from surestep.storage import ClaimedRun
@@ -71,6 +71,23 @@ class WorkerHost(Protocol):
 
     @property
     def store(self) -> Store: ...
+
+    @property
+    def exhausted(self) -> Mapping[str, ExhaustedHandler]:
+        """What a step's ``on_exhausted`` may name beyond dead_letter and fail."""
+
+    @property
+    def timers(self) -> Sequence[Timer]:
+        """Durable timers kept beside the runs (review SLAs), swept with deadlines."""
+
+
+class Timer(Protocol):
+    """Something with due times that a worker applies when they pass, even if no
+    worker was alive at that moment (the next one to look applies it)."""
+
+    def next_due(self) -> float | None: ...
+
+    def sweep(self, now: float | None = None, actor: str | None = None) -> object: ...
 
 
 def host_key() -> str:
@@ -290,7 +307,7 @@ class Worker:
                 await asyncio.sleep(0)  # let the new runs start; more may be due
                 continue
             try:
-                next_due = store.next_due(keys)
+                next_due = _earliest(store.next_due(keys), *(t.next_due() for t in self.app.timers))
             except StorageError:
                 next_due = None
             await self._idle(next_due)
@@ -339,6 +356,7 @@ class Worker:
                 loop=self._loop,
                 draining=self._draining,
                 steps=app.registry.step,
+                exhausted=app.exhausted,
             )
             if workflow.is_async and execution.compensating is None:
                 await execution.execute_async()
@@ -405,13 +423,16 @@ class Worker:
                 tasks[run_id].cancel()
 
     def _enforce_deadlines(self) -> None:
-        """Apply passed run deadlines, at most every 0.1 s (an indexed query)."""
+        """Apply passed run deadlines and other timers, at most every 0.1 s (indexed
+        reads; the write lock is taken only when something is due)."""
         now = time.monotonic()
         if now < self._next_deadline_check:
             return
         self._next_deadline_check = now + 0.1
         try:
             breached = self.app.store.enforce_deadlines(self.app.clock.now(), self.id)
+            for timer in self.app.timers:
+                timer.sweep(self.app.clock.now(), self.id)
         except StorageError as exc:
             log.warning("worker %s: cannot check deadlines yet: %s", self.id, exc)
             return
@@ -553,3 +574,8 @@ class Worker:
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self._wake.set)
+
+
+def _earliest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None

@@ -36,7 +36,7 @@ from surestep.review.queries import ReviewQueries
 from surestep.review.records import STEP_EXHAUSTED, Decision
 from surestep.review.rows import TaskSpec
 from surestep.review.store import ReviewStore
-from surestep.serialization import dumps
+from surestep.serialization import dumps, json_schema
 from surestep.states import State
 
 #: Who is asked about a step that exhausted its retries (``on_exhausted="review"``).
@@ -144,7 +144,7 @@ def _review_at(
     run: ActiveRun, position: int, spec: TaskSpec, adapter: TypeAdapter[Any] | None
 ) -> Decision[Any]:
     name = f"review:{spec.kind}"
-    recorded = run.expect(position, name)
+    recorded = run.expect(position, name, joinable=True)
     if recorded is not None and recorded.state == State.SUCCESS:
         return _decision(recorded.output, adapter)
     if recorded is not None and recorded.state == State.DEAD_LETTER:
@@ -232,7 +232,7 @@ def _spec(
         sensitive=[check_name("redacted field", f) for f in redact],
         proposal=None if proposal is None else dumps(proposal, f"proposal of review {kind!r}"),
         confidence=None if confidence is None else float(confidence),
-        form=None if adapter is None else json.dumps(adapter.json_schema()),
+        form=None if adapter is None else json.dumps(json_schema(adapter)),
         instructions=instructions,
         assignee=None if assignee is None else principal(assignee).split(":", 1)[1],
         groups=[g.removeprefix("group:") for g in groups],
@@ -247,7 +247,7 @@ def _spec(
 def _form_adapter(form: Any, kind: str) -> TypeAdapter[Any]:
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(form)
-        adapter.json_schema()
+        json_schema(adapter)
     except Exception as exc:
         raise ConfigurationError(
             f"review {kind!r}: form={form!r} has no JSON Schema ({exc}); use a pydantic "

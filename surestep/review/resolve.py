@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from surestep.errors import ReviewValidationError
 from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED
@@ -41,7 +41,7 @@ def validate(task: dict[str, Any], outcome: str, data: Any) -> None:
         schema = task["form"]
     if schema is None or (data is None and outcome != "output"):
         return
-    validator = Draft202012Validator(schema)
+    validator = Draft202012Validator(schema, format_checker=FormatChecker())
     errors = [
         {"path": ".".join(str(p) for p in error.absolute_path), "message": error.message}
         for error in validator.iter_errors(data)
