@@ -31,6 +31,7 @@ from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
+from surestep.review.records import ReviewTask
 from surestep.review.request import open_step_review
 from surestep.review.service import Reviews
 from surestep.review.store import ReviewStore
@@ -418,14 +419,22 @@ class App:
         return wf
 
 
-def _what_it_waits_for(run: RunRecord) -> str:
+def _what_it_waits_for(run: RunRecord, tasks: Sequence[ReviewTask]) -> str:
     """Why an unsettled run has not settled, and what settles it (``result()``'s timeout)."""
     if run.state == State.NEEDS_REVIEW:
-        parked = [e for e in run.events if e.position is None and e.to_state == run.state]
-        why = f" ({parked[-1].reason})" if parked and parked[-1].reason else ""
+        about = "; ".join(
+            f"review task {t.id} ({t.kind}"
+            + (
+                f": {t.payload['reason']}"
+                if isinstance(t.payload, dict) and "reason" in t.payload
+                else ""
+            )
+            + ")"
+            for t in tasks
+        )
         return (
-            f"it needs review{why}: it waits for a person's decision, not for a worker "
-            f"(`surestep show {run.id}`)"
+            f"it needs review ({about or 'no open task'}): it waits for a person's decision, "
+            f"not for a worker (`surestep review list --run {run.id}`)"
         )
     if run.state != State.WAITING:
         return "is a worker running (`surestep worker MODULE:APP`)?"
@@ -504,7 +513,9 @@ class RunHandle:
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(
                     f"run {self.id!r} is still {found[0]} after {timeout}s; "
-                    + _what_it_waits_for(self.app.get_run(self.id))
+                    + _what_it_waits_for(
+                        self.app.get_run(self.id), self.app.reviews.list(run_id=self.id)
+                    )
                 )
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)

@@ -48,7 +48,7 @@ def test_result_of_a_run_in_needs_review_says_it_waits_for_a_person(
         handle.result(timeout=0.05)
 
     message = str(caught.value)
-    assert "needs review (deadline breached" in message
+    assert "needs review (review task 1 (run_deadline: deadline breached" in message
     assert "waits for a person's decision" in message
     assert "is a worker running" not in message
 
