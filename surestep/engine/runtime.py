@@ -1,4 +1,5 @@
-"""Executes one run of a workflow: the engine's whole per-step path.
+"""Executes one run of a workflow: the engine's per-step path (how the execution
+begins and ends is :mod:`surestep.engine.lifecycle`).
 
 A run is executed by calling its workflow function. Each step call takes the next
 position; a position with a recorded success returns the recorded output without
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from surestep.clock import Clock
-from surestep.engine.context import CURRENT_RUN, CURRENT_STEP, ActiveRun, StepContext
+from surestep.engine.context import CURRENT_STEP, ActiveRun, StepContext
 from surestep.engine.halts import STORAGE_RETRY_SECONDS, Halt, Verdict, error_info
 from surestep.engine.steps import await_with_timeout, call_with_timeout
 from surestep.errors import (
@@ -95,7 +96,7 @@ class RunExecution:
         self.parent_id = claimed.parent_id
         # Set while undoing completed steps: the state the run ends in afterwards.
         self.compensating = State(claimed.compensating) if claimed.compensating else None
-        self._compensable = {
+        self.compensable = {
             position: step
             for position, step in recorded.items()
             if position >= 0 and step.state == State.SUCCESS and step.compensation
@@ -103,94 +104,8 @@ class RunExecution:
         self.verdict: Verdict | None = None
         self._next_position = 0
         self._verdict_lock = threading.Lock()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._main_task: asyncio.Task[Any] | None = None
-
-    # -- entry points for the worker ---------------------------------------------------
-
-    def execute_sync(self) -> None:
-        """Run a plain (def) workflow to its end or its halt; called in a worker thread.
-
-        A run that is undoing its steps (it failed or was cancelled before) goes straight
-        to its compensations: the workflow function is not called again.
-        """
-        if self.compensating is not None:
-            self.compensate()
-            return
-        token = CURRENT_RUN.set(self)
-        try:
-            try:
-                args, kwargs = self._inputs()
-                value = self.workflow.fn(*args, **kwargs)
-            except (Halt, Cancelled):
-                compensate = self._settle(None, None)
-            except USER_ERRORS as exc:
-                compensate = self._settle(None, exc)
-            else:
-                compensate = self._settle(value, None)
-        finally:
-            CURRENT_RUN.reset(token)
-        if compensate:
-            self.compensate()
-
-    async def execute_async(self) -> None:
-        """Run an ``async def`` workflow to its end or its halt."""
-        token = CURRENT_RUN.set(self)
-        self._main_task = asyncio.current_task()
-        try:
-            value: Any = None
-            raised: BaseException | None = None
-            try:
-                args, kwargs = self._inputs()
-                value = await self.workflow.fn(*args, **kwargs)
-            except (Halt, Cancelled):
-                pass
-            except USER_ERRORS as exc:
-                raised = exc
-            # Steps still running concurrently (gather after a sibling halted, or tasks
-            # the workflow did not await) get to record their outcome before we settle.
-            while self._inflight:
-                await asyncio.wait(list(self._inflight))
-            compensate = self._settle(value, raised)
-        finally:
-            CURRENT_RUN.reset(token)
-        if compensate:
-            # Compensations may be plain functions: run them off the event loop.
-            await asyncio.to_thread(self.compensate)
-
-    def compensate(self) -> None:
-        """Undo the run's completed steps in reverse order, each compensation a
-        checkpointed step of its own (at position ``-(p + 1)`` for step ``p``), then end
-        the run in the state it was headed for (failed or cancelled)."""
-        assert self.compensating is not None
-        token = CURRENT_RUN.set(self)
-        try:
-            try:
-                for position in sorted(self._compensable, reverse=True):
-                    recorded = self._compensable[position]
-                    step = self._compensation(recorded)
-                    where = f"compensation of step {recorded.name!r} in run {self.run_id!r}"
-                    args, kwargs = step.codec.decode_args(recorded.inputs or "{}", where)
-                    self._run_step_at(step, -(position + 1), args, kwargs)
-            except (Halt, Cancelled):
-                self._settle(None, None)
-                return
-            except Exception as exc:  # a compensation that cannot even be called
-                self.verdict = Verdict(State.DEAD_LETTER, str(exc), error=error_info(exc))
-                self._settle(None, None)
-                return
-            self._finish(
-                self.compensating,
-                error=self.store.compensation_outcome(self.run_id),
-                reason=f"undid {len(self._compensable)} completed step(s)",
-            )
-        finally:
-            CURRENT_RUN.reset(token)
-
-    def _compensation(self, recorded: RecordedStep) -> StepDef:
-        if self.steps is None or recorded.compensation is None:
-            raise RuntimeError("compensation needs the App's step registry")
-        return self.steps(recorded.compensation)
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.main_task: asyncio.Task[Any] | None = None
 
     # -- entry points for step wrappers ------------------------------------------------
 
@@ -206,9 +121,9 @@ class RunExecution:
 
     def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A step called from a workflow, synchronously."""
-        return self._run_step_at(step, self.next_position(), args, kwargs)
+        return self.run_step_at(step, self.next_position(), args, kwargs)
 
-    def _run_step_at(
+    def run_step_at(
         self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if step.is_async:
@@ -238,9 +153,9 @@ class RunExecution:
     ) -> Any:
         """A step called from a workflow, as a coroutine (``async def`` steps)."""
         task = asyncio.current_task()
-        tracked = task is not None and task is not self._main_task
+        tracked = task is not None and task is not self.main_task
         if tracked:
-            self._inflight.add(task)  # type: ignore[arg-type]
+            self.inflight.add(task)  # type: ignore[arg-type]
         try:
             prepared = self._prepare(step, position, args, kwargs)
             if isinstance(prepared, _Replayed):
@@ -258,7 +173,7 @@ class RunExecution:
             return self._conclude(step, prepared, result, None)
         finally:
             if tracked:
-                self._inflight.discard(task)
+                self.inflight.discard(task)
 
     # -- the per-step path -------------------------------------------------------------
 
@@ -400,7 +315,7 @@ class RunExecution:
         )
         self._record(context, outcome)
         if step.compensate is not None:
-            self._compensable[context.position] = RecordedStep(
+            self.compensable[context.position] = RecordedStep(
                 step.name,
                 State.SUCCESS,
                 text,
@@ -545,92 +460,6 @@ class RunExecution:
             return None
         due = recorded.next_attempt_at
         return due if due is not None and due > self.clock.now() else None
-
-    # -- settling the run --------------------------------------------------------------
-
-    def _inputs(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        where = f"workflow {self.workflow.name!r} (run {self.run_id!r})"
-        try:
-            return self.workflow.codec.decode_args(self.claimed.inputs, where)
-        except SerializationError as exc:
-            self.code_changed(exc)
-
-    def _settle(self, value: Any, raised: BaseException | None) -> bool:
-        """End this execution of the run; return True if it must now undo its steps."""
-        verdict = self.verdict
-        output = error = None
-        available_at: float | None = None
-        waiting_for: tuple[str, ...] = ()
-        if verdict is not None:
-            if verdict.state is None:
-                log.info("run %s: %s; stopping without writing", self.run_id, verdict.reason)
-                return False
-            to_state, reason, available_at = verdict.state, verdict.reason, verdict.available_at
-            waiting_for = verdict.waiting_for
-            error = None if verdict.error is None else dumps(verdict.error, "error")
-        elif isinstance(raised, CorruptRecordError):
-            # A record of the run cannot be read: quarantine it for repair and retry.
-            to_state, reason = State.DEAD_LETTER, raised.reason
-            error = dumps(error_info(raised), "error")
-        elif raised is not None:
-            info = error_info(raised)
-            to_state, reason = State.FAILED, f"{info['type']}: {info['message']}"
-            error = dumps(info, "error")
-        else:
-            to_state, reason = State.SUCCESS, "workflow returned"
-            try:
-                where = f"output of workflow {self.workflow.name!r}"
-                output = self.workflow.codec.encode_result(value, where)
-            except SerializationError as exc:
-                to_state, reason = State.FAILED, str(exc)
-                error = dumps(error_info(exc), "error")
-        if to_state == State.FAILED and self._compensable and self.compensating is None:
-            try:
-                self.store.begin_compensation(self.run_id, self.token, State.FAILED, error)
-            except LeaseLostError as exc:
-                log.info("run %s: %s; its outcome is discarded", self.run_id, exc)
-                return False
-            self.compensating = State.FAILED
-            return True
-        self._finish(
-            to_state,
-            output=output,
-            error=error,
-            available_at=available_at,
-            reason=reason,
-            waiting_for=waiting_for,
-        )
-        return False
-
-    def _finish(
-        self,
-        to_state: State,
-        *,
-        output: str | None = None,
-        error: str | None = None,
-        available_at: float | None = None,
-        reason: str | None = None,
-        waiting_for: tuple[str, ...] = (),
-    ) -> None:
-        try:
-            self.store.finish(
-                self.run_id,
-                self.token,
-                self.worker,
-                to_state,
-                self.clock.now(),
-                output=output,
-                error=error,
-                available_at=available_at,
-                reason=reason,
-                waiting_for=waiting_for,
-                parent_id=self.parent_id,
-            )
-        except LeaseLostError as exc:
-            log.info("run %s: %s; its outcome is discarded", self.run_id, exc)
-            return
-        if self.hooks.on_run_state:
-            Hooks.emit(self.hooks.on_run_state, self.run_id, State.RUNNING, to_state)
 
 
 #: Verdicts that gathered waits combine (wake on the earliest, or on either's event).

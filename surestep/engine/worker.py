@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from surestep.clock import DatabaseClock
+from surestep.engine.lifecycle import execute_async, execute_sync
 from surestep.engine.presence import Presence
 from surestep.engine.runtime import ExhaustedHandler, RunExecution
 from surestep.errors import ConfigurationError, StorageError
@@ -359,13 +360,13 @@ class Worker:
                 exhausted=app.exhausted,
             )
             if workflow.is_async and execution.compensating is None:
-                await execution.execute_async()
+                await execute_async(execution)
             else:
                 assert self._loop is not None
                 # A fresh context per run: nothing set by one run can leak into the
                 # next run that lands on the same pool thread.
                 fresh = contextvars.Context()
-                await self._loop.run_in_executor(threads, fresh.run, execution.execute_sync)
+                await self._loop.run_in_executor(threads, fresh.run, execute_sync, execution)
         except asyncio.CancelledError:
             raise
         except BaseException:
