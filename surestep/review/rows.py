@@ -42,75 +42,24 @@ def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+_NAMES = [name.strip() for name in TASK_COLUMNS.split(",")]
+_JSON = ("payload", "proposal", "form", "context", "data")
+_LISTS = ("sensitive", "groups", "escalate_to")
+
+
+def task_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """A task row (``TASK_COLUMNS``) by column name, its JSON columns decoded."""
+    fields = dict(zip(_NAMES, row, strict=True))
+    for name in _JSON:
+        fields[name] = _json(fields[name])
+    for name in _LISTS:
+        fields[name] = tuple(_json(fields[name]) or ())
+    fields["id"] = int(fields["id"])
+    return fields
+
+
 def task_from_row(row: Sequence[Any]) -> ReviewTask:
-    (
-        task_id,
-        run_id,
-        position,
-        kind,
-        workflow,
-        state,
-        payload,
-        sensitive,
-        proposal,
-        confidence,
-        form,
-        instructions,
-        context,
-        assignee,
-        groups,
-        escalate_to,
-        level,
-        priority,
-        sla,
-        due_at,
-        on_expiry,
-        overdue_since,
-        follow_up_at,
-        claimed_by,
-        claimed_at,
-        created_at,
-        updated_at,
-        outcome,
-        data,
-        reviewer,
-        comment,
-        decided_at,
-    ) = row
-    return ReviewTask(
-        id=int(task_id),
-        run_id=run_id,
-        position=position,
-        kind=kind,
-        workflow=workflow,
-        state=state,
-        payload=_json(payload),
-        sensitive=tuple(_json(sensitive) or ()),
-        proposal=_json(proposal),
-        confidence=confidence,
-        form=_json(form),
-        instructions=instructions,
-        context=_json(context),
-        assignee=assignee,
-        groups=tuple(_json(groups) or ()),
-        escalate_to=tuple(_json(escalate_to) or ()),
-        level=level,
-        priority=priority,
-        sla=sla,
-        due_at=due_at,
-        on_expiry=on_expiry,
-        overdue_since=overdue_since,
-        follow_up_at=follow_up_at,
-        claimed_by=claimed_by,
-        claimed_at=claimed_at,
-        created_at=created_at,
-        updated_at=updated_at,
-        outcome=outcome,
-        data=_json(data),
-        reviewer=reviewer,
-        comment=comment,
-        decided_at=decided_at,
-    )
+    return ReviewTask(**task_fields(row))
 
 
 def masked(value: Any, sensitive: Sequence[str]) -> Any:

@@ -19,7 +19,7 @@ from surestep.errors import ReviewConflictError, ReviewNotFoundError, ReviewVali
 from surestep.review import audit, resolve
 from surestep.review.policy import Escalate, on_due, principals
 from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, outcomes_for
-from surestep.review.rows import TASK_COLUMNS, TaskSpec
+from surestep.review.rows import TASK_COLUMNS, TaskSpec, task_fields
 from surestep.states import State, check_step_transition
 from surestep.storage import Store
 from surestep.storage.base import EVENT_INSERT
@@ -200,15 +200,7 @@ class ReviewStore:
             (state, now, task["id"]),
         )
         cur.execute("DELETE FROM surestep_review_inbox WHERE task_id = ?", (task["id"],))
-        self._event(
-            cur,
-            task["run_id"],
-            task["position"],
-            task["kind"],
-            actor,
-            now,
-            f"review task {task['id']} {why}",
-        )
+        self._log(cur, task, actor, now, f"review task {task['id']} {why}")
 
     # -- reviewer actions ---------------------------------------------------------------
 
@@ -227,15 +219,7 @@ class ReviewStore:
                 " WHERE id = ?",
                 (by, now, now, task_id),
             )
-            self._event(
-                cur,
-                task["run_id"],
-                task["position"],
-                task["kind"],
-                by,
-                now,
-                f"review task {task_id} claimed",
-            )
+            self._log(cur, task, by, now, f"review task {task_id} claimed")
 
     @retry_transient
     def release(self, task_id: int, by: str, now: float, *, force: bool = False) -> None:
@@ -253,15 +237,7 @@ class ReviewStore:
                 " follow_up_at = NULL, updated_at = ? WHERE id = ?",
                 (now, task_id),
             )
-            self._event(
-                cur,
-                task["run_id"],
-                task["position"],
-                task["kind"],
-                by,
-                now,
-                f"review task {task_id} released by {task['claimed_by']}",
-            )
+            self._log(cur, task, by, now, f"review task {task_id} released by {task['claimed_by']}")
 
     @retry_transient
     def snooze(self, task_id: int, by: str, until: float, now: float) -> None:
@@ -276,15 +252,7 @@ class ReviewStore:
                 "UPDATE surestep_review_tasks SET follow_up_at = ?, updated_at = ? WHERE id = ?",
                 (until, now, task_id),
             )
-            self._event(
-                cur,
-                task["run_id"],
-                task["position"],
-                task["kind"],
-                by,
-                now,
-                f"review task {task_id}: follow up at {until:.0f}",
-            )
+            self._log(cur, task, by, now, f"review task {task_id}: follow up at {until:.0f}")
 
     @retry_transient
     def reassign(
@@ -306,11 +274,9 @@ class ReviewStore:
                 (assignee, json.dumps(list(groups)), now, task_id),
             )
             self._set_inbox(cur, task_id, who, task["priority"], task["due_at"], task["kind"])
-            self._event(
+            self._log(
                 cur,
-                task["run_id"],
-                task["position"],
-                task["kind"],
+                task,
                 by,
                 now,
                 f"review task {task_id} reassigned to {', '.join(who)}: {reason}",
@@ -390,11 +356,9 @@ class ReviewStore:
             "decided_at": now,
         }
         audit.append(cur, task, decision)
-        self._event(
+        self._log(
             cur,
-            task["run_id"],
-            task["position"],
-            task["kind"],
+            task,
             by,
             now,
             f"review task {task['id']} decided: {outcome}" + (f" ({comment})" if comment else ""),
@@ -455,11 +419,9 @@ class ReviewStore:
                 ),
             )
             self._set_inbox(cur, task_id, [step.to], task["priority"], step.due_at, task["kind"])
-            self._event(
+            self._log(
                 cur,
-                task["run_id"],
-                task["position"],
-                task["kind"],
+                task,
                 actor,
                 now,
                 f"review task {task_id} overdue; escalated to {step.to} (level {step.level})",
@@ -479,15 +441,7 @@ class ReviewStore:
             "UPDATE surestep_review_tasks SET overdue_since = ?, updated_at = ? WHERE id = ?",
             (now, now, task_id),
         )
-        self._event(
-            cur,
-            task["run_id"],
-            task["position"],
-            task["kind"],
-            actor,
-            now,
-            f"review task {task_id} overdue; kept open",
-        )
+        self._log(cur, task, actor, now, f"review task {task_id} overdue; kept open")
         return "kept open, overdue"
 
     # -- pieces -------------------------------------------------------------------------
@@ -512,12 +466,7 @@ class ReviewStore:
             raise ReviewNotFoundError(
                 f"no review task {task_id}; `surestep review list` shows them"
             )
-        names = [c.strip() for c in TASK_COLUMNS.split(",")]
-        task = dict(zip(names, row, strict=True))
-        for field in ("payload", "proposal", "form", "context", "data"):
-            task[field] = None if task[field] is None else json.loads(task[field])
-        for field in ("sensitive", "groups", "escalate_to"):
-            task[field] = json.loads(task[field] or "[]")
+        task = task_fields(row)
         if task["state"] != "open":
             raise ReviewConflictError(
                 f"review task {task_id} is {task['state']}"
@@ -542,6 +491,9 @@ class ReviewStore:
             " VALUES (?, ?, ?, ?, ?)",
             [(p, priority, NO_DUE if due_at is None else due_at, task_id, kind) for p in who],
         )
+
+    def _log(self, cur: Cursor, task: dict[str, Any], actor: str, now: float, reason: str) -> None:
+        self._event(cur, task["run_id"], task["position"], task["kind"], actor, now, reason)
 
     def _event(
         self,
