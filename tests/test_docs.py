@@ -63,8 +63,10 @@ def test_every_python_block_runs(
         for block in (b for b in found if b.runs):
             where = f"{document.name}:{block.line}"
             if block.setup.strip():
-                exec(compile(block.setup, f"{where} (setup)", "exec"), namespace)
-            exec(compile(block.code, where, "exec"), namespace)
+                exec(compile(block.setup, f"{where} (setup)", "exec", dont_inherit=True), namespace)
+            # dont_inherit: the blocks run as a reader's file would, without this
+            # module's `from __future__ import annotations` (pydantic models need that).
+            exec(compile(block.code, where, "exec", dont_inherit=True), namespace)
         for name, function in list(namespace.items()):
             if name.startswith("test_") and inspect.isfunction(function):
                 wanted = inspect.signature(function).parameters
