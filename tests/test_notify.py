@@ -7,74 +7,22 @@ in-process worker jumps over the retry backoff).
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from webhook_receiver import SECRET, TOKEN, Receiver  # tests/webhook_receiver.py
 
 import surestep
 from surestep import App, ConfigurationError, FakeClock, State
 from surestep.review import notify
 from surestep.testing import drive
 
-SECRET = "s3cret-never-stored-9f81c2"
-TOKEN = "T0KEN-in-the-url-77aa"
-
-
-class Receiver:
-    """A webhook receiver: records every request; answers the statuses it is given,
-    then 200."""
-
-    def __init__(self, clock: FakeClock, statuses: list[int]) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.statuses = statuses
-        self.clock = clock
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                receiver.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": dict(self.headers.items()),
-                        "body": body,
-                        "status": status,
-                        "signed": notify.verify_signature(
-                            SECRET, body, dict(self.headers.items()), now=receiver.clock.now()
-                        ),
-                    }
-                )
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{TOKEN}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(r["body"]) for r in self.requests]
-
 
 @pytest.fixture
 def receiver(clock: FakeClock) -> Iterator[Receiver]:
-    found = Receiver(clock, [500, 500])
+    found = Receiver(clock.now, [500, 500])
     yield found
     found.close()
 
@@ -186,7 +134,7 @@ def test_review_events_are_posted_signed_after_retries_and_the_secret_is_never_s
 def test_an_event_is_delivered_once_and_one_never_accepted_is_dead_lettered(
     app: App, clock: FakeClock
 ) -> None:
-    receiver = Receiver(clock, [500] * 100)
+    receiver = Receiver(clock.now, [500] * 100)
     try:
         invoice_app(app)
         app.notify_reviews(receiver.url, secret=SECRET, events=("created",))

@@ -9,11 +9,16 @@ Workflow ``reviewed(n, slow)``: step ``prepare`` (position 0), a review of kind
 Workflow ``expiring(n)``: the same with an SLA of :data:`SLA` seconds that rejects on
 expiry. Each step attempt writes ``"<idempotency_key> start <json args>"`` and
 ``"<idempotency_key> done"`` to ``LOG_DIR/<pid>.log`` (see ``sideeffects.py``).
+
+With ``REVIEW_HOOK_URL`` and ``REVIEW_HOOK_KEY`` in the environment the App sends review
+events there (``app.notify_reviews``): the secret reaches the process as a deployment
+would pass it, never through the database.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import timedelta
@@ -68,6 +73,8 @@ def build(url: str, log_dir: str | Path) -> App:
         )
         return book(decision.outcome, decision.data, 0.0)
 
+    if os.environ.get("REVIEW_HOOK_URL"):
+        app.notify_reviews(os.environ["REVIEW_HOOK_URL"], secret=os.environ["REVIEW_HOOK_KEY"])
     return app
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 import processes  # siblings in tests/integration
 import pytest
 import review_app
+from webhook_receiver import SECRET, TOKEN, Receiver  # tests/webhook_receiver.py
 
 from surestep import App, State
+from surestep.review import notify
 
 REVIEW_APP = Path(__file__).with_name("review_app.py")
 DECIDER = Path(__file__).with_name("review_decider.py")
@@ -259,3 +261,47 @@ def test_a_due_time_passing_while_no_worker_runs_is_applied_by_the_next_worker(
     assert starts(log_dir) == {"e-1:0": 1, "e-1:2": 1}
     [record] = decision_records(app, "e-1")
     assert record["outcome"] == "reject"
+
+
+@pytest.mark.slow
+def test_review_events_reach_a_webhook_from_the_worker_and_the_deciding_process(
+    db_url: str, log_dir: Path, spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = Receiver(time.time, [500])
+    # The worker (spawned below) and this process's App read the notifier from here.
+    monkeypatch.setenv("REVIEW_HOOK_URL", receiver.url)
+    monkeypatch.setenv("REVIEW_HOOK_KEY", SECRET)
+    app = review_app.build(db_url, log_dir)
+    try:
+        handle = app.start("reviewed", 5, 0.0, run_id="n-1")
+        worker = spawn()
+        # "created" is told by the worker that opened the task; refused once, retried.
+        worker.wait_until(lambda: len(receiver.requests) == 2, "the created event, retried")
+        [task] = app.reviews.list(run_id="n-1")
+        app.reviews.decide(task.id, "reject", by="carol")
+        # "decided" is told here, and delivered by the worker, which has the secret too.
+        assert handle.result(timeout=60) == "reject null"
+        worker.wait_until(lambda: len(receiver.requests) == 3, "the decided event")
+        deliveries = app.list_runs(workflow=notify.WORKFLOW, limit=10)
+        worker.wait_until(
+            lambda: all(app.handle(d.id).state == State.SUCCESS for d in deliveries),
+            "the deliveries finishing",
+        )
+        assert worker.stop() == 0, worker.stderr()
+        assert [r["status"] for r in receiver.requests] == [500, 200, 200]
+        assert all(r["signed"] for r in receiver.requests)
+        events = receiver.events()
+        assert [e["event"] for e in events] == ["created", "created", "decided"]
+        assert events[2]["task"]["outcome"] == "reject" and events[2]["task"]["reviewer"] == "carol"
+        # Every delivery ran in the worker process.
+        for delivery in deliveries:
+            [step] = app.get_run(delivery.id).steps
+            assert all(f":{worker.pid}:" in a.worker for a in step.attempt_records)
+        assert SECRET not in worker.stderr() and TOKEN not in worker.stderr()
+        with app.store.reading() as cur:
+            cur.execute("SELECT inputs FROM surestep_runs")
+            stored = " ".join(str(inputs) for (inputs,) in cur.fetchall())
+        assert "carol" in stored and SECRET not in stored and TOKEN not in stored
+    finally:
+        app.close()
+        receiver.close()
