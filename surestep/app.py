@@ -31,6 +31,8 @@ from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
+from surestep.review.notify import EVENTS as REVIEW_EVENTS
+from surestep.review.notify import Webhook, Webhooks
 from surestep.review.records import ReviewTask
 from surestep.review.request import open_step_review
 from surestep.review.service import Reviews
@@ -85,6 +87,7 @@ class App:
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         self.timers: tuple[Timer, ...] = (self.reviews,)
+        self._webhooks: Webhooks | None = None
 
     @property
     def store(self) -> Store:
@@ -230,6 +233,26 @@ class App:
             return fn
 
         return register
+
+    def notify_reviews(
+        self,
+        url: str,
+        *,
+        secret: str | bytes,
+        events: Sequence[str] = REVIEW_EVENTS,
+        name: str = "webhook",
+        timeout: float = 10.0,
+    ) -> Webhook:
+        """POST a signed JSON event to ``url`` when a review task is created, escalated,
+        expired or decided (``events``), delivered durably with retries; see
+        :mod:`surestep.review.notify` and docs/notifications.md.
+
+        Call it where the App is built, in every process that runs its workers or decides
+        its tasks: the URL and ``secret`` stay in memory and are never stored.
+        """
+        if self._webhooks is None:
+            self._webhooks = Webhooks(self)
+        return self._webhooks.add(url, secret=secret, events=events, name=name, timeout=timeout)
 
     # -- starting and watching runs ----------------------------------------------------
 

@@ -167,6 +167,13 @@ class ReviewValidationError(SurestepError):
         self.fields = fields
 
 
+class WebhookDeliveryError(SurestepError):
+    """A review notifier's webhook did not accept an event (an HTTP status other than
+    2xx, or no answer); the delivery step retries it, then dead-letters it."""
+
+    code = "webhook_delivery"
+
+
 class IllegalTransitionError(SurestepError):
     """A state change that the transition table does not allow."""
 
