@@ -198,7 +198,12 @@ def inbox_plan(app: App, dialect: str, target: str) -> list[str]:
     if dialect == "sqlite":
         with sqlite3.connect(target) as conn:
             rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
-        return [row[3] for row in rows]
+        depth: dict[int, int] = {0: -1}
+        lines = []
+        for node, parent, _, detail in rows:  # indented as the sqlite3 shell shows it
+            depth[node] = depth.get(parent, -1) + 1
+            lines.append("  " * depth[node] + detail)
+        return lines
     import psycopg
 
     with psycopg.connect(target, prepare_threshold=None) as conn:
