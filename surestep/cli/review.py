@@ -172,7 +172,10 @@ def show(
     with opened(db) as surestep_app, _errors():
         task = surestep_app.reviews.get(task_id)
         candidates = surestep_app.reviews.candidates(task.id)
-        history = history_of(task, surestep_app.get_run(task.run_id).events)
+        try:
+            history = history_of(task, surestep_app.get_run(task.run_id).events)
+        except SurestepError:  # the run was pruned: the task is still worth showing
+            history = []
         now = surestep_app.clock.now()
     if as_json:
         echo_json(task_json(task, candidates, history, reveal))
@@ -285,7 +288,7 @@ def decide(
     comment: Comment = None,
     db: Db = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Decide a task with any outcome its kind takes (``surestep review show`` lists them).
+    """Decide a task with any outcome its kind takes (`surestep review show` lists them).
 
     retry takes --data '{"inputs": {...}}' (optional); output takes the step's return value.
     """
