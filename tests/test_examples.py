@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,34 @@ def test_the_order_saga_refunds_then_releases() -> None:
     assert order == sorted(order)  # undone in reverse order: refund, then release
     assert "refund_payment: undone" in out and "release_inventory: undone" in out
     assert "confirmed" not in out
+
+
+def test_the_invoice_review_books_one_and_reviews_two_from_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/invoice_review.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "INV-001: booked INV-001: 86.40 to Paper & Co (no review needed)" in out
+    inbox = out[out.index("$ surestep review list") : out.index("$ surestep review show")]
+    assert "INV-002" in inbox and "INV-003" in inbox and "INV-001" not in inbox
+    assert "group:finance" in inbox and "0.41" in inbox
+    shown = out[out.index("$ surestep review show") : out.index("$ surestep review approve")]
+    assert "Low confidence on total" in shown and "escalates to  group:managers" in shown
+    # Task ids follow the order in which the in-process worker parked the two runs.
+    assert re.search(r"review task \d+ decided: approve \(by alice\)", out)
+    assert re.search(r"review task \d+ decided: edit \(by bob\)", out)
+    for line in (
+        "INV-002 finished: success: booked INV-002: 4800.00 to Heavy Machines Ltd",
+        "INV-003 finished: success: booked INV-003: 1200.00 to Office Supplies AG",
+        "2 decision record(s) checked: the log is intact",
+    ):
+        assert line in out, line
 
 
 @pytest.mark.slow

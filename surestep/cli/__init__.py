@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, runs, versions, worker
+from surestep.cli import admin, review, runs, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -34,6 +34,7 @@ worker.register(app)
 runs.register(app)
 versions.register(app)
 admin.register(app)
+review.register(app)
 
 
 def main() -> None:
