@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from surestep.auth.users import Users
 from surestep.clock import Clock, DatabaseClock, SystemClock
 from surestep.engine.runtime import ExhaustedHandler
 from surestep.engine.steps import make_step_wrapper
@@ -82,6 +83,7 @@ class App:
         self._store_lock = threading.Lock()
         self.wakers = Wakers()
         self.reviews = Reviews(self)
+        self.users = Users(self)  # of the REST API
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         self.timers: tuple[Timer, ...] = (self.reviews,)
