@@ -10,7 +10,8 @@ stderr and exit code 1; usage errors exit with 2. For example::
 
 One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
-(the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions);
+(the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
+:mod:`surestep.cli.users` (users of the REST API), :mod:`surestep.cli.serve` (the API);
 :mod:`surestep.cli.common` holds what they share.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, runs, versions, worker
+from surestep.cli import admin, runs, serve, users, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -34,6 +35,8 @@ worker.register(app)
 runs.register(app)
 versions.register(app)
 admin.register(app)
+users.register(app)
+serve.register(app)
 
 
 def main() -> None:
