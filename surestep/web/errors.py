@@ -1,7 +1,8 @@
 """Errors as the API answers them: one body shape, one status per kind of error.
 
-Every error body is ``{"code", "message"}``, with ``reason`` for a conflict and
-``fields`` (``[{"path", "message"}]``) for invalid input. Nothing a client sent is
+Every error body is ``{"code", "message", "reason", "fields"}``: ``reason`` says why for
+a conflict, ``fields`` (``[{"path", "message"}]``) names the fields of invalid input;
+both are null where they do not apply. Nothing a client sent is
 echoed back (a payload may hold sensitive fields), and no header is ever logged (the
 Authorization header holds a token).
 """
@@ -78,17 +79,27 @@ _STATUS: list[tuple[type[SurestepError], int]] = [
 ]
 
 
+def error_body(
+    code: str,
+    message: str,
+    reason: str | None = None,
+    fields: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The one shape of every error answer (:class:`surestep.web.models.ErrorBody`)."""
+    return {"code": code, "message": message, "reason": reason, "fields": fields}
+
+
 def body(exc: SurestepError) -> tuple[int, dict[str, Any]]:
     """The status and body for a library error."""
     status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 400)
     if isinstance(exc, ReviewNotFoundError):
-        return status, {"code": exc.code, "message": TASK_NOT_FOUND}
-    found: dict[str, Any] = {"code": exc.code, "message": str(exc)}
-    if isinstance(exc, ReviewConflictError):
-        found["reason"] = exc.reason
-    if isinstance(exc, ReviewValidationError):
-        found["fields"] = exc.fields
-    return status, found
+        return status, error_body(exc.code, TASK_NOT_FOUND)
+    return status, error_body(
+        exc.code,
+        str(exc),
+        exc.reason if isinstance(exc, ReviewConflictError) else None,
+        exc.fields if isinstance(exc, ReviewValidationError) else None,
+    )
 
 
 def install(api: FastAPI) -> None:
@@ -96,9 +107,7 @@ def install(api: FastAPI) -> None:
 
     @api.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            {"code": exc.code, "message": exc.message}, exc.status, headers=exc.headers
-        )
+        return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
 
     @api.exception_handler(SurestepError)
     async def library_error(request: Request, exc: SurestepError) -> JSONResponse:
@@ -114,12 +123,12 @@ def install(api: FastAPI) -> None:
             for error in exc.errors()
         ]
         return JSONResponse(
-            {
-                "code": "invalid_request",
-                "message": "the request is invalid: "
+            error_body(
+                "invalid_request",
+                "the request is invalid: "
                 + "; ".join(f"{f['path']}: {f['message']}" for f in fields),
-                "fields": fields,
-            },
+                fields=fields,
+            ),
             422,
         )
 
@@ -129,6 +138,6 @@ def install(api: FastAPI) -> None:
         # traceback (frames, not locals: no header is in it); the client learns only
         # that it failed.
         return JSONResponse(
-            {"code": "internal", "message": "internal error; the server's log has the cause"},
+            error_body("internal", "internal error; the server's log has the cause"),
             500,
         )

@@ -19,7 +19,7 @@ from surestep.errors import ReviewNotFoundError, SurestepError
 from surestep.review.records import Decision, ReviewTask
 from surestep.review.service import public
 from surestep.web.auth import Caller, Operator, SurestepApp
-from surestep.web.errors import TASK_NOT_FOUND, body, forbidden
+from surestep.web.errors import TASK_NOT_FOUND, body, error_body, forbidden
 from surestep.web.models import (
     BatchIn,
     BatchOut,
@@ -150,7 +150,7 @@ def decide_many(batch: BatchIn, app: SurestepApp, user: Caller) -> dict[str, Any
         if _may_see(app, user, item.task_id):
             allowed.append((index, item.model_dump()))
         else:
-            error = {"code": ReviewNotFoundError.code, "message": TASK_NOT_FOUND}
+            error = error_body(ReviewNotFoundError.code, TASK_NOT_FOUND)
             results[index] = {"task_id": item.task_id, "status": 404, "error": error}
     made = app.reviews.decide_many([item for _, item in allowed], by=user.name)
     for (index, asked), outcome in zip(allowed, made, strict=True):
