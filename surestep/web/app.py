@@ -10,9 +10,11 @@ from importlib.metadata import PackageNotFoundError, version
 import uvicorn
 from fastapi import FastAPI
 
+import surestep.web.errors as errors
 from surestep.app import App
-from surestep.web import errors
-from surestep.web.api import reviews, runs, users
+from surestep.web.api.reviews import router as reviews_router
+from surestep.web.api.runs import router as runs_router
+from surestep.web.api.users import router as users_router
 
 
 def create_app(app: App) -> FastAPI:
@@ -30,8 +32,8 @@ def create_app(app: App) -> FastAPI:
     )
     api.state.surestep = app
     errors.install(api)
-    for module in (reviews, runs, users):
-        api.include_router(module.router, prefix="/api")
+    for router in (reviews_router, runs_router, users_router):
+        api.include_router(router, prefix="/api")
     return api
 
 
