@@ -360,3 +360,27 @@ def test_serve_without_the_web_extra_names_the_pip_line(tmp_path: Path) -> None:
     assert "pip install 'surestep[web]'" in done.stderr
     assert "fastapi and uvicorn" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "x.db").exists()  # it failed before touching the database
+
+
+def test_an_operator_redrives_a_dead_letter(invoices: App, http: dict[str, Api]) -> None:
+    down = {"yes": True}
+
+    @invoices.step(name="call_api", retry=surestep.Retry(max_attempts=1))
+    def call_api() -> str:
+        if down["yes"]:
+            raise ConnectionError("api is down")
+        return "ok"
+
+    @invoices.workflow(name="fragile")
+    def fragile() -> str:
+        return call_api()
+
+    handle = invoices.start(fragile, run_id="dl-1")
+    drive(invoices, until=lambda: handle.state == State.DEAD_LETTER)
+    assert http["alice"].post("/api/runs/dl-1/redrive").status_code == 403
+    assert http["olga"].post("/api/runs/fin-1/redrive").status_code == 409  # not a dead letter
+    down["yes"] = False
+    redriven = http["olga"].post("/api/runs/dl-1/redrive")
+    assert redriven.json() == {"run_id": "dl-1", "steps": ["call_api"]}, redriven.text
+    drive(invoices, until=lambda: handle.state == State.SUCCESS)
+    assert any(e.actor == "api:olga" for e in invoices.get_run("dl-1").events)
