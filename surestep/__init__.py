@@ -42,6 +42,8 @@ from surestep.errors import (
     StorageError,
     SurestepError,
     UnknownWorkflowError,
+    UserExistsError,
+    UserNotFoundError,
 )
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.redrive import RedriveOutcome
@@ -94,6 +96,8 @@ __all__ = [
     "SurestepError",
     "SystemClock",
     "UnknownWorkflowError",
+    "UserExistsError",
+    "UserNotFoundError",
     "VersionRecord",
     "Worker",
     "current_step",

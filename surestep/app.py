@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from surestep.auth.users import Users
 from surestep.clock import Clock, DatabaseClock, SystemClock
 from surestep.engine.runtime import ExhaustedHandler
 from surestep.engine.steps import make_step_wrapper
@@ -32,7 +33,7 @@ from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.review.notify import EVENTS as REVIEW_EVENTS
-from surestep.review.notify import Webhook, Webhooks
+from surestep.review.notify import Declare, Webhook, Webhooks
 from surestep.review.records import ReviewTask
 from surestep.review.request import open_step_review
 from surestep.review.service import Reviews
@@ -84,6 +85,7 @@ class App:
         self._store_lock = threading.Lock()
         self.wakers = Wakers()
         self.reviews = Reviews(self)
+        self.users = Users(self)  # of the REST API
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         self.timers: tuple[Timer, ...] = (self.reviews,)
@@ -251,7 +253,7 @@ class App:
         its tasks: the URL and ``secret`` stay in memory and are never stored.
         """
         if self._webhooks is None:
-            self._webhooks = Webhooks(self)
+            self._webhooks = Webhooks(self, Declare(self.step, self.workflow, self.hook))
         return self._webhooks.add(url, secret=secret, events=events, name=name, timeout=timeout)
 
     # -- starting and watching runs ----------------------------------------------------

@@ -174,6 +174,18 @@ class WebhookDeliveryError(SurestepError):
     code = "webhook_delivery"
 
 
+class UserNotFoundError(SurestepError):
+    """No API user has that name."""
+
+    code = "user_not_found"
+
+
+class UserExistsError(SurestepError):
+    """An API user with that name already exists."""
+
+    code = "user_exists"
+
+
 class IllegalTransitionError(SurestepError):
     """A state change that the transition table does not allow."""
 

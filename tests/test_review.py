@@ -444,3 +444,19 @@ def test_a_decision_returned_to_the_workflow_is_a_decision(app: App) -> None:
     drive(app, until=lambda: handle.state == State.SUCCESS)
     assert handle.result() == "alice"
     assert seen[-1].data == {"q": "ok?"} and seen[-1].comment == "fine"
+
+
+def test_a_reviewer_cannot_overtake_a_reassignment(app: App) -> None:
+    invoice_app(app, [])
+    handle = app.start("invoice", "r", run_id="inv-r")
+    parked(app, "inv-r")
+    [task] = app.reviews.list(group="finance")
+    # alice (in finance) looked at the task; an operator moves it before she decides
+    app.reviews.reassign(task.id, to="group:audit", by="ops", reason="needs audit")
+    with pytest.raises(surestep.ReviewNotFoundError):
+        app.reviews.decide(task.id, "approve", by="alice", as_member_of=["finance"])
+    with pytest.raises(surestep.ReviewNotFoundError):
+        app.reviews.claim(task.id, by="alice", as_member_of=["finance"])
+    assert app.reviews.get(task.id).state == "open"
+    app.reviews.decide(task.id, "approve", by="carol", as_member_of=["audit"])
+    drive(app, until=lambda: handle.state == State.SUCCESS)

@@ -10,7 +10,9 @@ stderr and exit code 1; usage errors exit with 2. For example::
 
 One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
-(the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions);
+(the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
+:mod:`surestep.cli.review` (review tasks and the audit log), :mod:`surestep.cli.users`
+(users of the REST API), :mod:`surestep.cli.serve` (the API);
 :mod:`surestep.cli.common` holds what they share.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, review, runs, versions, worker
+from surestep.cli import admin, review, runs, serve, users, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -35,6 +37,8 @@ runs.register(app)
 versions.register(app)
 admin.register(app)
 review.register(app)
+users.register(app)
+serve.register(app)
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from surestep.errors import ConfigurationError, IdempotencyConflictError, WebhookDeliveryError
@@ -40,7 +40,26 @@ from surestep.review.records import ReviewTask
 from surestep.review.rows import masked
 
 if TYPE_CHECKING:
-    from surestep.app import App
+    from surestep.clock import Clock
+
+
+class NotifierHost(Protocol):
+    """What the notifiers need of their App (a :class:`surestep.App` is one)."""
+
+    clock: Clock
+
+    def start(self, workflow: Any, /, *args: Any, **kwargs: Any) -> object: ...
+
+
+@dataclass(frozen=True)
+class Declare:
+    """How the notifiers declare their delivery workflow on an App: its ``step``,
+    ``workflow`` and ``hook`` decorators."""
+
+    step: Callable[..., Any]
+    workflow: Callable[..., Any]
+    hook: Callable[..., Any]
+
 
 log = logging.getLogger("surestep.review.notify")
 
@@ -155,16 +174,16 @@ class Webhook:
 class Webhooks:
     """The webhook notifiers of one App: one hook and one delivery workflow for all."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: NotifierHost, declare: Declare) -> None:
         self._app = app
         self._hooks: dict[str, Webhook] = {}
-        deliver = app.step(STEP, retry=DELIVERY_RETRY, on_exhausted="dead_letter")(self._post)
+        deliver = declare.step(STEP, retry=DELIVERY_RETRY, on_exhausted="dead_letter")(self._post)
 
         def notify_review(notifier: str, event: dict[str, Any]) -> int:
             return int(deliver(notifier, event))
 
-        app.workflow(WORKFLOW)(notify_review)
-        app.hook("on_review")(self._on_review)
+        declare.workflow(WORKFLOW)(notify_review)
+        declare.hook("on_review")(self._on_review)
 
     def add(
         self,

@@ -132,9 +132,14 @@ class Reviews:
 
     # -- acting -------------------------------------------------------------------------
 
-    def claim(self, task_id: int, *, by: str) -> ReviewTask:
-        """Take a task, so that others see it is being handled."""
-        self._writes.claim(_task_id(task_id), check_name("reviewer", by), self._now())
+    def claim(
+        self, task_id: int, *, by: str, as_member_of: Sequence[str] | None = None
+    ) -> ReviewTask:
+        """Take a task, so that others see it is being handled. ``as_member_of``: see
+        :meth:`decide`."""
+        self._writes.claim(
+            _task_id(task_id), check_name("reviewer", by), self._now(), as_member_of=as_member_of
+        )
         return self.get(task_id)
 
     def release(self, task_id: int, *, by: str, force: bool = False) -> ReviewTask:
@@ -188,11 +193,16 @@ class Reviews:
         data: Any = None,
         comment: str | None = None,
         force: bool = False,
+        as_member_of: Sequence[str] | None = None,
     ) -> Decision[Any]:
         """Decide a task; the run resumes (or ends) at once. Exactly one decision wins:
         a task already decided, expired or cancelled, or whose run has finished, raises
         :class:`ReviewConflictError`; data that fails the form raises
-        :class:`ReviewValidationError` naming the fields, and nothing is stored."""
+        :class:`ReviewValidationError` naming the fields, and nothing is stored.
+
+        ``as_member_of`` (the reviewer's groups) decides as a reviewer who may take only
+        tasks offered to them: checked under the task's lock, so a reassignment made in
+        the meantime cannot be overtaken (:class:`ReviewNotFoundError` then)."""
         text = None if data is None else dumps(data, f"data of the decision on task {task_id}")
         stored = self._writes.decide(
             _task_id(task_id),
@@ -202,6 +212,7 @@ class Reviews:
             comment,
             self._now(),
             force=force,
+            as_member_of=as_member_of,
         )
         self._host.wake_workers()
         self._tell("decided", int(task_id))
@@ -215,7 +226,11 @@ class Reviews:
         )
 
     def decide_many(
-        self, decisions: Sequence[Mapping[str, Any]], *, by: str
+        self,
+        decisions: Sequence[Mapping[str, Any]],
+        *,
+        by: str,
+        as_member_of: Sequence[str] | None = None,
     ) -> builtins.list[Decision[Any] | SurestepError]:
         """Decide several tasks (each ``{"task_id", "outcome", "data"?, "comment"?}``);
         one that cannot be decided does not stop the others: its error is in its place."""
@@ -229,6 +244,7 @@ class Reviews:
                         by=by,
                         data=item.get("data"),
                         comment=item.get("comment"),
+                        as_member_of=as_member_of,
                     )
                 )
             except SurestepError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 from surestep.errors import ReviewConflictError, ReviewNotFoundError, ReviewValidationError
 from surestep.review import audit, resolve
-from surestep.review.policy import Escalate, on_due, principals
+from surestep.review.policy import Escalate, on_due, principals, visible_to
 from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, outcomes_for
 from surestep.review.rows import TASK_COLUMNS, TaskSpec, task_fields
 from surestep.states import State, check_step_transition
@@ -205,9 +205,11 @@ class ReviewStore:
     # -- reviewer actions ---------------------------------------------------------------
 
     @retry_transient
-    def claim(self, task_id: int, by: str, now: float) -> None:
+    def claim(
+        self, task_id: int, by: str, now: float, *, as_member_of: Sequence[str] | None = None
+    ) -> None:
         with self.store.transaction() as cur:
-            task = self._open_for_update(cur, task_id)
+            task = self._open_for_update(cur, task_id, offered_to=_offer(by, as_member_of))
             if task["claimed_by"] not in (None, by):
                 raise ReviewConflictError(
                     f"review task {task_id} is claimed by {task['claimed_by']}; ask them to "
@@ -294,10 +296,14 @@ class ReviewStore:
         now: float,
         *,
         force: bool = False,
+        as_member_of: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Record a decision and resume (or end) the run; return the decision as stored.
 
-        Exactly one decision wins: the task row is locked and must still be open.
+        Exactly one decision wins: the task row is locked and must still be open. With
+        ``as_member_of``, ``by`` is a reviewer in those groups, and the task must be
+        offered to them as it is now (checked under the lock: a reassignment that lands
+        first wins).
         """
         with self.store.transaction() as cur:
             run_id = self._run_of(cur, task_id)
@@ -306,7 +312,7 @@ class ReviewStore:
                 (run_id,),
             )
             run_state = State(cur.fetchone()[0])
-            task = self._open_for_update(cur, task_id)
+            task = self._open_for_update(cur, task_id, offered_to=_offer(by, as_member_of))
             if run_state in (State.SUCCESS, State.FAILED, State.CANCELLED):
                 raise ReviewConflictError(
                     f"run {run_id!r} of review task {task_id} is {run_state}; nothing waits "
@@ -455,7 +461,9 @@ class ReviewStore:
             )
         return str(row[0])
 
-    def _open_for_update(self, cur: Cursor, task_id: int) -> dict[str, Any]:
+    def _open_for_update(
+        self, cur: Cursor, task_id: int, *, offered_to: tuple[str, Sequence[str]] | None = None
+    ) -> dict[str, Any]:
         cur.execute(
             f"SELECT {TASK_COLUMNS} FROM surestep_review_tasks WHERE id = ?"
             f" {self.store.lock_for_update}",
@@ -467,6 +475,10 @@ class ReviewStore:
                 f"no review task {task_id}; `surestep review list` shows them"
             )
         task = task_fields(row)
+        if offered_to is not None and not visible_to(
+            principals(task["assignee"], task["groups"]), *offered_to
+        ):
+            raise ReviewNotFoundError(f"no review task {task_id} for {offered_to[0]}")
         if task["state"] != "open":
             raise ReviewConflictError(
                 f"review task {task_id} is {task['state']}"
@@ -551,3 +563,7 @@ def _with_attempts(cur: Cursor, run_id: str, position: int, spec: TaskSpec) -> T
     context = {**json.loads(spec.context or "{}"), "attempts": attempts, "error": last}
     payload = {**json.loads(spec.payload), "error": brief, "attempts": len(attempts)}
     return replace(spec, context=json.dumps(context), payload=json.dumps(payload))
+
+
+def _offer(user: str, groups: Sequence[str] | None) -> tuple[str, Sequence[str]] | None:
+    return None if groups is None else (user, groups)

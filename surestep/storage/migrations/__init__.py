@@ -61,6 +61,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         6: marker_6,
         7: "surestep_workers",
         8: "surestep_review_tasks",
+        9: "surestep_users",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),

@@ -1,0 +1,1 @@
+"""The routes under ``/api``, one module per resource: parse, call ``app.*``, render."""
