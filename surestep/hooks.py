@@ -12,8 +12,9 @@ never fails a step or a run.
                    worker commits a run transition
 ``on_deadline``    ``(run_id: str)`` after a worker applied a breached run deadline
 ``on_review``      ``(event: str, task: ReviewTask)`` after a review task was
-                   ``created``, ``escalated``, ``expired`` or ``decided``, in the
-                   process that made the change
+                   ``created``, ``escalated``, marked ``overdue`` (kept open past its
+                   last level), ``expired`` or ``decided``, in the process that made
+                   the change
 =================  ==========================================================
 """
 

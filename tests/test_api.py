@@ -281,14 +281,15 @@ def test_batch_decisions_answer_each_on_its_own(invoices: App, http: dict[str, A
 
 
 def test_openapi_describes_the_api(http: dict[str, Api]) -> None:
-    spec = http["anonymous"].get("/api/openapi.json").json()
+    assert http["anonymous"].get("/api/openapi.json").status_code == 401
+    spec = http["alice"].get("/api/openapi.json").json()
     assert {"/api/reviews", "/api/reviews/{task_id}/decide", "/api/runs/{run_id}"} <= set(
         spec["paths"]
     )
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     decide = spec["paths"]["/api/reviews/{task_id}/decide"]["post"]
     assert {"200", "401", "404", "409", "422"} <= set(decide["responses"])
-    assert http["anonymous"].get("/api/docs").status_code == 200
+    assert http["alice"].get("/api/docs").status_code == 404  # no unauthenticated pages
 
 
 # -- surestep serve, a real process ---------------------------------------------------------
@@ -384,3 +385,34 @@ def test_an_operator_redrives_a_dead_letter(invoices: App, http: dict[str, Api])
     assert redriven.json() == {"run_id": "dl-1", "steps": ["call_api"]}, redriven.text
     drive(invoices, until=lambda: handle.state == State.SUCCESS)
     assert any(e.actor == "api:olga" for e in invoices.get_run("dl-1").events)
+
+
+def test_a_task_that_acts_on_a_run_needs_an_operator(invoices: App) -> None:
+    app = invoices
+    reviewer = app.users.add("rick", "reviewer", ["operators"])  # in the group, not the role
+    operator = app.users.add("opal", "operator")
+
+    @app.step(retry=surestep.Retry(max_attempts=1), on_exhausted="review")
+    def flaky() -> int:
+        raise ConnectionError("down")
+
+    @app.workflow(name="job")
+    def job() -> int:
+        return flaky()
+
+    handle = app.start(job, run_id="job-1")
+    drive(app, until=lambda: handle.state == State.NEEDS_REVIEW)
+    task_id = task_of(app, "job-1")
+    with serving(app) as base:
+        rick, opal = Api(base, reviewer), Api(base, operator)
+        assert rick.get(f"/api/reviews/{task_id}").status_code == 200  # he may see it
+        refused = rick.post(f"/api/reviews/{task_id}/decide", {"outcome": "cancel"})
+        assert refused.status_code == 403 and "operator role" in refused.json()["message"]
+        batch = rick.post(
+            "/api/reviews/decisions", {"decisions": [{"task_id": task_id, "outcome": "cancel"}]}
+        )
+        assert batch.json()["results"][0]["status"] == 403
+        done = opal.post(f"/api/reviews/{task_id}/decide", {"outcome": "output", "data": 7})
+        assert done.status_code == 200, done.text
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == 7

@@ -375,6 +375,7 @@ def test_audit_verify_clean_then_tampered(desk: Desk) -> None:
     tampered = invoke(desk, "audit", "verify")
     assert tampered.exit_code == 1
     assert "run inv-1 record 1: was changed after it was written" in tampered.stdout
+    assert "now differs from its record in ['reviewer']" in tampered.stdout
     assert "inv-2" not in tampered.stdout
-    assert "error: 1 problem(s) in 2 decision record(s) checked" in tampered.stderr
+    assert "error: 2 problem(s) in 2 decision record(s) checked" in tampered.stderr
     assert ok(invoke(desk, "audit", "verify", "inv-2")).startswith("1 decision record(s)")

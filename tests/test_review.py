@@ -20,6 +20,8 @@ from surestep import (
     ReviewValidationError,
     State,
 )
+from surestep.review.rows import TaskSpec
+from surestep.review.store import ReviewStore
 from surestep.testing import drive
 
 HOUR = 3600.0
@@ -414,7 +416,25 @@ def test_the_decision_log_verifies_and_a_tampered_record_is_reported(app: App, d
         )
     checked, problems = app.reviews.verify("inv-t")
     assert checked == 1 and [p.message for p in problems] == [
-        "was changed after it was written (hash mismatch)"
+        "was changed after it was written (hash mismatch)",
+        "task 1 now differs from its record in ['reviewer']",
+    ]
+
+
+def test_a_task_edited_behind_the_log_is_reported(app: App) -> None:
+    invoice_app(app, [])
+    app.start("invoice", "t2", run_id="inv-t2")
+    parked(app, "inv-t2")
+    [task] = app.reviews.list()
+    app.reviews.decide(task.id, "approve", by="alice")
+    with app.store.transaction() as cur:
+        cur.execute(
+            "UPDATE surestep_review_tasks SET reviewer = 'mallory', data = '{}' WHERE id = ?",
+            (task.id,),
+        )
+    _, problems = app.reviews.verify()
+    assert [p.message for p in problems] == [
+        f"task {task.id} now differs from its record in ['data', 'reviewer']"
     ]
 
 
@@ -460,3 +480,96 @@ def test_a_reviewer_cannot_overtake_a_reassignment(app: App) -> None:
     assert app.reviews.get(task.id).state == "open"
     app.reviews.decide(task.id, "approve", by="carol", as_member_of=["audit"])
     drive(app, until=lambda: handle.state == State.SUCCESS)
+
+
+def test_a_worker_with_stale_history_does_not_reopen_a_decided_review(app: App) -> None:
+    @app.workflow(name="pair2")
+    async def pair2() -> list[str]:
+        left, right = await asyncio.gather(
+            surestep.request_review_async({"n": 1}, kind="left"),
+            surestep.request_review_async({"n": 2}, kind="right"),
+        )
+        return [left.outcome, right.outcome]
+
+    handle = app.start(pair2, run_id="stale")
+    drive(app, until=lambda: len(app.reviews.list()) == 2)
+    left, right = sorted(app.reviews.list(), key=lambda t: t.position or 0)
+    app.reviews.decide(left.id, "approve", by="alice")
+    # A worker claims the run and reads its history: right still needs review...
+    [claimed] = app.store.claim("stale-worker", [("pair2", "1")], 1, app.clock.now(), 30.0)
+    assert claimed.recorded[1].state == State.NEEDS_REVIEW
+    # ...then bob decides it, before the worker reaches that position.
+    app.reviews.decide(right.id, "reject", by="bob")
+    spec = TaskSpec(kind="right", workflow="pair2", payload="{}")
+    opened = ReviewStore(app.store).open_at(
+        "stale", claimed.token, "stale-worker", 1, "review:right", spec, app.clock.now()
+    )
+    assert opened == (None, False)  # no third task: the worker runs again on fresh history
+    assert len(app.reviews.list(state=None)) == 2
+    app.store.release([("stale", claimed.token)], "stale-worker", "test", app.clock.now())
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == ["approve", "reject"]
+
+
+def test_a_deadline_still_applies_while_a_run_waits_for_a_person(
+    app: App, clock: FakeClock
+) -> None:
+    invoice_app(app, [])
+    handle = app.start(
+        "invoice", "late", run_id="inv-late", deadline=timedelta(hours=1), on_deadline="fail"
+    )
+    parked(app, "inv-late")
+    [task] = app.reviews.list()
+    clock.advance(2 * HOUR)
+    drive(app, until=lambda: handle.state == State.FAILED)
+    assert app.reviews.get(task.id).state == "cancelled"
+    with pytest.raises(ReviewConflictError):
+        app.reviews.decide(task.id, "approve", by="alice")
+
+
+def test_a_run_that_ends_without_its_review_closes_the_task(app: App) -> None:
+    invoice_app(app, [])
+    app.start("invoice", "gone", run_id="inv-gone")
+    parked(app, "inv-gone")
+    [task] = app.reviews.list()
+    # A redeploy: the same workflow no longer asks for a review.
+    other = App(app.database_url, clock=app.clock)
+
+    @other.step(name="extract")
+    def extract(doc: str) -> dict[str, object]:
+        return {"vendor": "ACME", "total": "1"}
+
+    @other.workflow(name="invoice")
+    def invoice(doc: str) -> dict[str, object]:
+        return extract(doc)
+
+    with other.store.transaction() as cur:  # an operator pushes the parked run on
+        cur.execute(
+            "UPDATE surestep_runs SET state = 'pending', available_at = 0 WHERE id = 'inv-gone'"
+        )
+    drive(other, until=lambda: other.handle("inv-gone").state == State.SUCCESS)
+    assert app.reviews.get(task.id).state == "cancelled"
+    other.close()
+
+
+def test_data_of_an_approval_must_fit_the_form_and_a_rejection_takes_none(app: App) -> None:
+    invoice_app(app, [])
+    app.start("invoice", "v", run_id="inv-v")
+    parked(app, "inv-v")
+    [task] = app.reviews.list()
+    with pytest.raises(ReviewValidationError) as caught:
+        app.reviews.decide(task.id, "approve", by="alice", data={"total": "lots"})
+    assert {f["path"] for f in caught.value.fields} == {"", "total"}
+    with pytest.raises(ReviewValidationError):
+        app.reviews.decide(task.id, "reject", by="alice", data={"why": "no"})
+    assert app.reviews.get(task.id).state == "open"
+
+
+def test_a_group_given_as_assignee_is_refused(app: App) -> None:
+    @app.workflow(name="misassigned")
+    def misassigned() -> str:
+        return surestep.request_review({}, kind="k", assignee="group:finance").outcome
+
+    handle = app.start(misassigned, run_id="mis")
+    drive(app, until=lambda: handle.state == State.FAILED)
+    assert "give groups=['finance'] instead" in app.get_run("mis").error["message"]

@@ -433,7 +433,12 @@ class Worker:
         try:
             breached = self.app.store.enforce_deadlines(self.app.clock.now(), self.id)
             for timer in self.app.timers:
-                timer.sweep(self.app.clock.now(), self.id)
+                try:
+                    timer.sweep(self.app.clock.now(), self.id)
+                except StorageError:
+                    raise
+                except Exception:  # a timer's own bug must not stop the worker
+                    log.exception("worker %s: a timer's sweep failed; carrying on", self.id)
         except StorageError as exc:
             log.warning("worker %s: cannot check deadlines yet: %s", self.id, exc)
             return

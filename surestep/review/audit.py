@@ -83,11 +83,14 @@ def verify(store: Store, run_id: str | None = None) -> tuple[int, list[Problem]]
         )
         rows = cur.fetchall()
         cur.execute(
-            "SELECT id, run_id, outcome FROM surestep_review_tasks WHERE decided_at IS NOT NULL"
+            "SELECT id, run_id, outcome, data, reviewer, comment, decided_at"
+            " FROM surestep_review_tasks WHERE decided_at IS NOT NULL"
             + (" AND run_id = ?" if run_id else ""),
             params,
         )
-        decided = {int(r[0]): (r[1], r[2]) for r in cur.fetchall()}
+        decided = {
+            int(r[0]): (r[1], _task_says(r[2], r[3], r[4], r[5], r[6])) for r in cur.fetchall()
+        }
     problems: list[Problem] = []
     expected_seq: dict[str, int] = {}
     prev: dict[str, str] = {}
@@ -102,12 +105,32 @@ def verify(store: Store, run_id: str | None = None) -> tuple[int, list[Problem]]
             problems.append(Problem(run, seq, "was changed after it was written (hash mismatch)"))
         seen.add(int(task_id))
         stored = decided.get(int(task_id))
-        if stored is not None and json.loads(record).get("outcome") != stored[1]:
+        kept = json.loads(record)
+        if kept.get("task_id") != int(task_id):
             problems.append(
-                Problem(run, seq, f"task {task_id} now says {stored[1]!r}, the record differs")
+                Problem(run, seq, f"belongs to task {kept.get('task_id')}, not {task_id}")
             )
+        if stored is not None:
+            changed = [k for k, v in stored[1].items() if kept.get(k) != v]
+            if changed:
+                problems.append(
+                    Problem(run, seq, f"task {task_id} now differs from its record in {changed}")
+                )
         expected_seq[run], prev[run] = seq + 1, digest
     for task_id, (run, _) in sorted(decided.items()):
         if task_id not in seen:
             problems.append(Problem(run, None, f"task {task_id} was decided but has no record"))
     return len(rows), problems
+
+
+def _task_says(
+    outcome: str, data: str | None, reviewer: str, comment: str | None, decided_at: float
+) -> dict[str, Any]:
+    """What a decided task row says of its decision, as its record would keep it."""
+    return {
+        "outcome": outcome,
+        "data": None if data is None else json.loads(data),
+        "reviewer": reviewer,
+        "comment": comment,
+        "decided_at": decided_at,
+    }

@@ -1,8 +1,8 @@
 """Webhook notifications of review events, delivered durably by the engine itself.
 
 ``app.notify_reviews(url, secret=...)`` POSTs a signed JSON event to ``url`` when a
-review task is created, escalated, expired or decided, so users wire Slack, email or a
-pager without code in the engine.
+review task is created, escalated, marked overdue, expired or decided, so users wire
+Slack, email or a pager without code in the engine.
 
 How it is built: the ``on_review`` hook (which fires in the process that made the
 change) starts a run of the internal workflow ``surestep.notify_review``, whose one step
@@ -63,7 +63,7 @@ class Declare:
 
 log = logging.getLogger("surestep.review.notify")
 
-EVENTS = ("created", "escalated", "expired", "decided")
+EVENTS = ("created", "escalated", "overdue", "expired", "decided")
 WORKFLOW = "surestep.notify_review"
 STEP = "surestep.notify_review.post"
 
@@ -242,7 +242,7 @@ class Webhooks:
         )
         # The errors name the notifier, not the URL: the URL may carry a token.
         try:
-            with urllib.request.urlopen(request, timeout=hook.timeout) as answer:  # noqa: S310
+            with _NO_REDIRECTS.open(request, timeout=hook.timeout) as answer:
                 return int(answer.status)
         except urllib.error.HTTPError as exc:
             raise WebhookDeliveryError(
@@ -253,6 +253,17 @@ class Webhooks:
             raise WebhookDeliveryError(
                 f"review notifier {notifier!r}: no answer from the webhook ({reason})"
             ) from None
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a GET without its body (and a 200 would count
+    as delivered): answer it as the failure it is, to be retried and seen."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
 
 
 def _checked_url(url: str) -> str:

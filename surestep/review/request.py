@@ -166,6 +166,10 @@ def _open(run: ActiveRun, position: int, name: str, spec: TaskSpec) -> int:
         task_id, created = ReviewStore(run.store).open_at(
             run.run_id, run.token, run.worker, position, name, spec, run.clock.now()
         )
+    if task_id is None:
+        # Decided while this execution ran on the history read at its claim: run again
+        # from the top on the fresh history, which holds the decision.
+        run.halt(Verdict(State.PENDING, "review decided meanwhile", run.clock.now()))
     if created and run.hooks.on_review:
         task = ReviewQueries(run.store).get(task_id)
         Hooks.emit(run.hooks.on_review, "created", task)
@@ -208,8 +212,15 @@ def _spec(
     check_name("review kind", kind)
     if isinstance(groups, str) or isinstance(escalate_to, str) or isinstance(redact, str):
         raise ConfigurationError("groups, escalate_to and redact take lists, not a string")
+    if assignee is not None and assignee.startswith("group:"):
+        raise ConfigurationError(
+            f"assignee={assignee!r} names a group; give groups=[{assignee[6:]!r}] instead "
+            f"(the assignee is one user)"
+        )
     for entry in (*([] if assignee is None else [assignee]), *escalate_to):
         principal(entry)
+    for group in groups:
+        principal(group if group.startswith("group:") else f"group:{group}")
     if not isinstance(priority, int) or not 0 <= priority <= 100:
         raise ConfigurationError(f"review priority must be an int from 0 to 100, got {priority!r}")
     if sla is not None and (not isinstance(sla, timedelta) or sla.total_seconds() <= 0):

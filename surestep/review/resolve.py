@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from surestep.errors import ReviewValidationError
+from surestep.errors import ReviewConflictError, ReviewValidationError
 from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED
 from surestep.states import State, check_run_transition, check_step_transition
 from surestep.storage import Store
@@ -35,17 +35,26 @@ def validate(task: dict[str, Any], outcome: str, data: Any) -> None:
                 _refuse(task, [{"path": "", "message": 'retry takes {"inputs": {...}} or nothing'}])
             schema = context.get("inputs_schema")
             data = data.get("inputs")
-    elif task["kind"] != RUN_DEADLINE and outcome == "edit":
-        if data is None:
-            _refuse(task, [{"path": "", "message": "an edit needs the edited data"}])
+    elif task["kind"] == RUN_DEADLINE:
+        if data is not None:
+            _refuse(task, [{"path": "", "message": f"{outcome} takes no data"}])
+    elif outcome == "edit" and data is None:
+        _refuse(task, [{"path": "", "message": "an edit needs the edited data"}])
+    elif outcome == "reject" and data is not None:
+        _refuse(task, [{"path": "", "message": "a rejection takes no data (use edit)"}])
+    else:  # approve or edit, with data: it must fit the form like any edit
         schema = task["form"]
     if schema is None or (data is None and outcome != "output"):
         return
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
-    errors = [
-        {"path": ".".join(str(p) for p in error.absolute_path), "message": error.message}
-        for error in validator.iter_errors(data)
-    ]
+    hidden = set(task.get("sensitive") or ())
+    errors = []
+    for error in validator.iter_errors(data):
+        path = [str(p) for p in error.absolute_path]
+        # jsonschema's message quotes the value: not for a field marked sensitive.
+        secret = bool(hidden & set(path)) or ".".join(path) in hidden
+        message = f"fails the form's {error.validator!r} rule" if secret else error.message
+        errors.append({"path": ".".join(path), "message": message})
     if errors:
         _refuse(task, errors)
 
@@ -169,6 +178,12 @@ def _step(
             task["position"],
         ),
     )
+    if cur.rowcount != 1:
+        raise ReviewConflictError(
+            f"the step at position {task['position']} of run {task['run_id']!r} no longer "
+            f"waits for review task {task['id']}; nothing was changed",
+            reason="step_moved_on",
+        )
     cur.execute(
         "SELECT name FROM surestep_steps WHERE run_id = ? AND position = ?",
         (task["run_id"], task["position"]),

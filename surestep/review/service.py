@@ -265,7 +265,7 @@ class Reviews:
         own, within ~0.1 s; call it where no worker runs)."""
         done = self._writes.sweep(self._now() if now is None else now, actor or self._host.actor)
         for task_id, what in done:
-            self._tell("escalated" if what.startswith("escalated") else "expired", task_id)
+            self._tell(_event_of(what), task_id)
         if done:
             self._host.wake_workers()
         return done
@@ -320,6 +320,14 @@ class Reviews:
     def _tell(self, event: str, task_id: int) -> None:
         if self._host.hooks.on_review:
             Hooks.emit(self._host.hooks.on_review, event, self.get(task_id))
+
+
+def _event_of(what: str) -> str:
+    """The ``on_review`` event for what the sweep did to a task."""
+    for prefix, event in (("escalated", "escalated"), ("expired", "expired")):
+        if what.startswith(prefix):
+            return event
+    return "overdue"  # kept open past its last level (on_expiry="keep")
 
 
 def _task_id(value: Any) -> int:

@@ -11,11 +11,17 @@ run waits for after locking its row.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from surestep.errors import ReviewConflictError, ReviewNotFoundError, ReviewValidationError
+from surestep.errors import (
+    ReviewConflictError,
+    ReviewNotFoundError,
+    ReviewValidationError,
+    SurestepError,
+)
 from surestep.review import audit, resolve
 from surestep.review.policy import Escalate, on_due, principals, visible_to
 from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, outcomes_for
@@ -25,6 +31,8 @@ from surestep.storage import Store
 from surestep.storage.base import EVENT_INSERT
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import retry_transient
+
+log = logging.getLogger("surestep.review")
 
 #: The inbox's sort key for a task with no due time: after every real one.
 NO_DUE = 1e18
@@ -60,10 +68,12 @@ class ReviewStore:
         name: str,
         spec: TaskSpec,
         now: float,
-    ) -> tuple[int, bool]:
+    ) -> tuple[int | None, bool]:
         """Open the task that waits at ``position`` of a run this worker holds; return
         its id and whether it is new (a replay that reaches the position again gets the
-        same task)."""
+        same task). The id is None when the position was decided since the worker read
+        the run's history (a decision that landed while the run was executing): the
+        caller must not open another task, but run again on the fresh history."""
         with self.store.transaction() as cur:
             self.store._fence(cur, run_id, token)
             cur.execute(
@@ -74,10 +84,25 @@ class ReviewStore:
             row = cur.fetchone()
             if row is not None:
                 return int(row[0]), False
+            if self._decided_meanwhile(cur, run_id, position, spec.kind):
+                return None, False
             self._step_needs_review(cur, run_id, position, name, worker, now)
             if spec.kind == STEP_EXHAUSTED:
                 spec = _with_attempts(cur, run_id, position, spec)
             return self._insert(cur, run_id, position, spec, worker, now), True
+
+    def _decided_meanwhile(self, cur: Cursor, run_id: str, position: int, kind: str) -> bool:
+        cur.execute(
+            "SELECT state FROM surestep_steps WHERE run_id = ? AND position = ?",
+            (run_id, position),
+        )
+        row = cur.fetchone()
+        state = None if row is None else row[0]
+        # A request's step goes back to pending only by a redrive (reopen then); an
+        # exhausted step's, by a reviewer's retry (which must not be reviewed again).
+        return state in (State.SUCCESS, State.DEAD_LETTER) or (
+            state == State.PENDING and kind == STEP_EXHAUSTED
+        )
 
     def _step_needs_review(
         self, cur: Cursor, run_id: str, position: int, name: str, actor: str, now: float
@@ -321,7 +346,8 @@ class ReviewStore:
                 )
             if task["claimed_by"] not in (None, by) and not force:
                 raise ReviewConflictError(
-                    f"review task {task_id} is claimed by {task['claimed_by']}",
+                    f"review task {task_id} is claimed by {task['claimed_by']}; ask them to "
+                    f"release it, or have an operator reassign it",
                     reason="claimed",
                 )
             if outcome not in outcomes_for(task["kind"]):
@@ -343,10 +369,10 @@ class ReviewStore:
         comment: str | None,
         now: float,
     ) -> dict[str, Any]:
+        resolve.validate(task, outcome, None if data is None else json.loads(data))
         if outcome == "approve" and data is None:
             approved = task["proposal"] if task["proposal"] is not None else task["payload"]
             data = json.dumps(approved)
-        resolve.validate(task, outcome, None if data is None else json.loads(data))
         cur.execute(
             "UPDATE surestep_review_tasks SET state = 'decided', outcome = ?, data = ?,"
             " reviewer = ?, comment = ?, decided_at = ?, updated_at = ? WHERE id = ?",
@@ -399,17 +425,39 @@ class ReviewStore:
                 (now, limit),
             )
             for (task_id,) in cur.fetchall():
-                done.append((int(task_id), self._on_due(cur, int(task_id), actor, now)))
+                what = self._on_due_safely(cur, int(task_id), actor, now)
+                if what is not None:
+                    done.append((int(task_id), what))
         return done
 
-    def _on_due(self, cur: Cursor, task_id: int, actor: str, now: float) -> str:
+    def _on_due_safely(self, cur: Cursor, task_id: int, actor: str, now: float) -> str | None:
+        """One task's due time; a task that cannot be handled never stops the sweep (nor
+        the worker running it), and is not tried again and again."""
+        try:
+            return self._on_due(cur, task_id, actor, now)
+        except (ReviewConflictError, ReviewNotFoundError):
+            return None  # decided, or swept by another worker, since we looked
+        except SurestepError as exc:
+            log.error("review task %s: cannot apply its due time: %s; kept open", task_id, exc)
+            cur.execute(
+                "UPDATE surestep_review_tasks SET overdue_since = ? WHERE id = ?", (now, task_id)
+            )
+            return "kept open, overdue (its escalation failed)"
+
+    def _on_due(self, cur: Cursor, task_id: int, actor: str, now: float) -> str | None:
         run_id = self._run_of(cur, task_id)
         cur.execute(
             f"SELECT state FROM surestep_runs WHERE id = ? {self.store.lock_for_update}",
             (run_id,),
         )
-        run_state = State(cur.fetchone()[0])
+        row = cur.fetchone()
         task = self._open_for_update(cur, task_id)
+        if task["overdue_since"] is not None or task["due_at"] is None or task["due_at"] > now:
+            return None  # another worker applied this due time first
+        if row is None:  # its run was deleted behind our back
+            self._close(cur, task, "cancelled", actor, now, "cancelled: its run is gone")
+            return "cancelled: the run is gone"
+        run_state = State(row[0])
         step = on_due(task["escalate_to"], task["level"], task["sla"], task["on_expiry"], now)
         if isinstance(step, Escalate):
             cur.execute(

@@ -24,7 +24,7 @@ from surestep.errors import (
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.base import EVENT_INSERT, SQLStore
 from surestep.storage.decode import Where, json_value
-from surestep.storage.rows import Cursor
+from surestep.storage.rows import DEADLINE_STATES, Cursor
 from surestep.storage.transient import retry_transient
 
 _COMPENSABLE = (
@@ -33,9 +33,9 @@ _COMPENSABLE = (
 )
 
 
-#: Called inside the transaction that ends or parks a run outside its worker (cancel,
-#: deadline): (cursor, run_id, to_state, final, actor, reason, now). Stores composed
-#: beside the run store (review tasks) keep their rows in step through it.
+#: Called inside the transaction that ends or parks a run (a cancel, a deadline, or a
+#: worker finishing it): (cursor, run_id, to_state, final, actor, reason, now). Stores
+#: composed beside the run store (review tasks) keep their rows in step through it.
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
 
 
@@ -107,6 +107,10 @@ class CoordinationStore(SQLStore):
                     self._wake(cur, parent_id, f"child:{run_id}", now)
                 if to_state != State.SUCCESS:
                     self._cancel_children(cur, run_id, worker, f"parent run {to_state}", now)
+                # A run that ended without reaching a review it opened before (its code
+                # changed): nothing will read those tasks' answers.
+                for listener in self.end_listeners:
+                    listener(cur, run_id, to_state, to_state, worker, reason or "ended", now)
 
     @retry_transient
     def cancel(self, run_id: str, actor: str, reason: str, now: float) -> State:
@@ -269,7 +273,7 @@ class CoordinationStore(SQLStore):
         with self.reading() as cur:
             cur.execute(
                 "SELECT 1 FROM surestep_runs WHERE deadline_at <= ?"
-                " AND state IN ('pending', 'running', 'waiting', 'dead_letter') LIMIT 1",
+                f" AND state IN {DEADLINE_STATES} LIMIT 1",
                 (now,),
             )
             if cur.fetchone() is None:
@@ -277,7 +281,7 @@ class CoordinationStore(SQLStore):
         with self.transaction() as cur:
             cur.execute(
                 "SELECT id, state, on_deadline FROM surestep_runs WHERE deadline_at <= ?"
-                " AND state IN ('pending', 'running', 'waiting', 'dead_letter')"
+                f" AND state IN {DEADLINE_STATES}"
                 f" ORDER BY deadline_at LIMIT ? {self.lock_rows}",
                 (now, limit),
             )
@@ -291,6 +295,12 @@ class CoordinationStore(SQLStore):
                     " WHERE id = ?",
                     (now, run_id),
                 )
+                if state == consequence:  # already with a person: the breach is noted
+                    cur.execute(
+                        EVENT_INSERT,
+                        (run_id, None, None, state, state, now, actor, "deadline breached", None),
+                    )
+                    continue
                 self._end(
                     cur,
                     run_id,

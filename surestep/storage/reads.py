@@ -12,7 +12,7 @@ from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.states import State
 from surestep.storage.decode import Where, json_value, optional_state
 from surestep.storage.decode import state as state_of
-from surestep.storage.rows import Cursor, RecordedStep
+from surestep.storage.rows import DEADLINE_STATES, Cursor, RecordedStep
 from surestep.storage.transient import retry_transient
 
 _RUN_COLUMNS = (
@@ -128,7 +128,7 @@ class RunQueries(ABC):
                 due = cur.fetchone()[0]
             cur.execute(
                 "SELECT MIN(deadline_at) FROM surestep_runs WHERE deadline_at IS NOT NULL"
-                " AND state IN ('pending', 'running', 'waiting', 'dead_letter')"
+                f" AND state IN {DEADLINE_STATES}"
             )
             deadline = cur.fetchone()[0]
         times = [t for t in (due, deadline) if t is not None]

@@ -71,3 +71,8 @@ class StepOutcome:
     reason: str | None = None
     compensation: str | None = None
     inputs: str | None = None
+
+
+#: The states in which a run's deadline still applies, as SQL (``surestep_runs_deadlines``
+#: indexes exactly these): not yet finished, including parked for a person.
+DEADLINE_STATES = "('pending', 'running', 'waiting', 'dead_letter', 'needs_review')"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,17 +16,18 @@ from surestep.app import App
 from surestep.web.api.reviews import router as reviews_router
 from surestep.web.api.runs import router as runs_router
 from surestep.web.api.users import router as users_router
+from surestep.web.auth import Caller
 
 
 def create_app(app: App) -> FastAPI:
-    """The REST API over ``app``'s database, under ``/api`` (OpenAPI at
-    ``/api/openapi.json``, interactive docs at ``/api/docs``)."""
+    """The REST API over ``app``'s database, under ``/api`` (its OpenAPI schema at
+    ``/api/openapi.json``, for any user with a token, like every other endpoint)."""
     api = FastAPI(
         title="surestep",
         summary="Review tasks and runs of a surestep database.",
         version=_version(),
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=None,  # served below, behind authentication
+        docs_url=None,
         redoc_url=None,
         # Never debug: its error pages would show tracebacks to clients.
         debug=False,
@@ -34,6 +36,11 @@ def create_app(app: App) -> FastAPI:
     errors.install(api)
     for router in (reviews_router, runs_router, users_router):
         api.include_router(router, prefix="/api")
+
+    @api.get("/api/openapi.json", include_in_schema=False)
+    def openapi(user: Caller) -> dict[str, Any]:
+        return api.openapi()
+
     return api
 
 

@@ -17,7 +17,7 @@ from surestep.app import App
 from surestep.auth import User
 from surestep.auth.roles import sees_every_task
 from surestep.errors import ReviewNotFoundError, SurestepError
-from surestep.review.records import Decision, ReviewTask
+from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, Decision, ReviewTask
 from surestep.review.service import public
 from surestep.web.auth import Caller, Operator, SurestepApp
 from surestep.web.errors import TASK_NOT_FOUND, body, error_body, forbidden
@@ -134,7 +134,7 @@ def reassign(
 def decide(task_id: TaskId, decision: DecisionIn, app: SurestepApp, user: Caller) -> dict[str, Any]:
     """Decide a task; its run resumes at once. Exactly one decision wins (409 for the
     others); an edit that fails the task's form is refused with the fields named (422)."""
-    _visible(app, user, task_id)
+    _may_decide(user, _visible(app, user, task_id))
     made = app.reviews.decide(
         task_id,
         decision.outcome,
@@ -154,7 +154,11 @@ def decide_many(batch: BatchIn, app: SurestepApp, user: Caller) -> dict[str, Any
     allowed: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(batch.decisions):
         if _may_see(app, user, item.task_id):
-            allowed.append((index, item.model_dump()))
+            if not _acts_on_runs(app.reviews.get(item.task_id)) or user.at_least("operator"):
+                allowed.append((index, item.model_dump()))
+                continue
+            error = error_body("forbidden", OPERATORS_ONLY)
+            results[index] = {"task_id": item.task_id, "status": 403, "error": error}
         else:
             error = error_body(ReviewNotFoundError.code, TASK_NOT_FOUND)
             results[index] = {"task_id": item.task_id, "status": 404, "error": error}
@@ -174,6 +178,21 @@ def _visible(app: App, user: User, task_id: int) -> ReviewTask:
     if not user.may_see(task):
         raise ReviewNotFoundError(TASK_NOT_FOUND)
     return task
+
+
+OPERATORS_ONLY = (
+    "deciding a step_exhausted or run_deadline task acts on the run itself (retry, output, "
+    "fail, cancel): it needs the operator role"
+)
+
+
+def _acts_on_runs(task: ReviewTask) -> bool:
+    return task.kind in (STEP_EXHAUSTED, RUN_DEADLINE)
+
+
+def _may_decide(user: User, task: ReviewTask) -> None:
+    if _acts_on_runs(task) and not user.at_least("operator"):
+        raise forbidden(OPERATORS_ONLY)
 
 
 def _groups(user: User) -> list[str] | None:

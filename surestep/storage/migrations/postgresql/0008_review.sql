@@ -96,3 +96,10 @@ CREATE TRIGGER surestep_review_decisions_append_only
 
 -- A step's arguments as a reviewer edited them, used by its next attempt.
 ALTER TABLE surestep_steps ADD COLUMN review_inputs TEXT;
+
+-- A run's deadline still applies while it waits for a person: the deadline index covers
+-- needs_review too.
+DROP INDEX surestep_runs_deadlines;
+CREATE INDEX surestep_runs_deadlines ON surestep_runs (deadline_at)
+    WHERE deadline_at IS NOT NULL
+    AND state IN ('pending', 'running', 'waiting', 'dead_letter', 'needs_review');
