@@ -86,6 +86,9 @@ class Codec:
         self._signature = inspect.signature(fn)
         self._returns = hints.get("return", Any)
         self._result = self._adapter(self._returns, "the return annotation")
+        # Most annotations (int, str, a model) leave no place untyped: no need to walk
+        # every returned value looking for a set or bytes JSON would change.
+        self._result_untyped = has_untyped(self._returns)
         self._params: dict[str, tuple[Any, TypeAdapter[Any]]] = {}
         for name, param in self._signature.parameters.items():
             hint = hints.get(name, Any)
@@ -141,6 +144,11 @@ class Codec:
         A mismatch is an ``OutputValidationError``; a value that cannot be stored as
         JSON, or only lossily, is a ``SerializationError``.
         """
+        return self.store_result(value, where)[0]
+
+    def store_result(self, value: Any, where: str) -> tuple[str, Any]:
+        """:meth:`encode_result`, and the value decoded from the stored text (what a
+        replay will see), from the one decode that also checks the round trip."""
         if self._result is not _ANY:
             try:
                 value = self._result.validate_python(value)
@@ -151,11 +159,19 @@ class Codec:
                     f"{type_name(self._returns)} of {self._name}: {_describe(problems)}",
                     problems,
                 ) from None
-        return self._encode(self._returns, self._result, value, where)
+        return self._encode(self._returns, self._result, value, where, self._result_untyped)
 
-    def _encode(self, annotation: Any, adapter: TypeAdapter[Any], value: Any, where: str) -> str:
-        """Encode a value that already matches ``annotation``, refusing lossy storage."""
-        found = lossy(annotation, value)
+    def _encode(
+        self,
+        annotation: Any,
+        adapter: TypeAdapter[Any],
+        value: Any,
+        where: str,
+        untyped: bool = True,
+    ) -> tuple[str, Any]:
+        """Encode a value that already matches ``annotation``, refusing lossy storage;
+        return the text and the value decoded from it."""
+        found = lossy(annotation, value) if untyped else None
         if found is not None:
             path, problem = found
             raise SerializationError(
@@ -164,19 +180,19 @@ class Codec:
                 f"that type, or convert it to a JSON type"
             )
         if adapter is _ANY:
-            return dumps(value, where)
+            text = dumps(value, where)
+            return text, json.loads(text)
         try:
             text = adapter.dump_json(value).decode()
         except PydanticSerializationError as exc:
             raise SerializationError(f"{where} is not JSON-serialisable: {exc}") from None
         try:  # e.g. NaN as a float: stored as null, which no longer decodes as a float
-            adapter.validate_json(text)
+            return text, adapter.validate_json(text)
         except ValidationError as exc:
             raise SerializationError(
                 f"{where} would be stored as {text[:80]}, which does not decode again as "
                 f"{type_name(annotation)}: {_describe(_problems(exc))}"
             ) from None
-        return text
 
     def decode_result(self, text: str | None, where: str) -> Any:
         if text is None:
@@ -209,7 +225,7 @@ class Codec:
                         f"{place} does not match its annotation {type_name(annotation)}: "
                         f"{_describe(_problems(exc))}"
                     ) from None
-            encoded[name] = json.loads(self._encode(annotation, adapter, value, place))
+            encoded[name] = json.loads(self._encode(annotation, adapter, value, place)[0])
         return json.dumps(encoded, separators=(",", ":"))
 
     def decode_args(self, text: str, where: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -288,6 +304,20 @@ _SEQUENCES = (
     collections.abc.Collection,
     collections.abc.Set,
 )
+
+
+def has_untyped(annotation: Any) -> bool:
+    """Whether ``annotation`` leaves any place untyped, where :func:`lossy` must look."""
+    if annotation in _UNTYPED:
+        return True
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is typing.Annotated:
+        return has_untyped(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(has_untyped(arm) for arm in args)
+    if (origin or annotation) in _MAPPINGS + _SEQUENCES:
+        return not args or any(has_untyped(arg) for arg in args if arg is not Ellipsis)
+    return False
 
 
 def lossy(annotation: Any, value: Any, path: str = "") -> tuple[str, str] | None:

@@ -30,37 +30,57 @@ def store(db_url: str) -> Any:
     opened.close()
 
 
-@pytest.mark.parametrize(
-    ("sql", "params"),
-    [
-        (RUN_INSERT, ("r2", "exploded", 1.0)),
-        (RUN_INSERT, ("r2", "pending", None)),
-        ("UPDATE surestep_runs SET state = 'exploded' WHERE id = 'r1'", ()),
-        ("UPDATE surestep_runs SET available_at = NULL WHERE id = 'r1'", ()),
-        ("UPDATE surestep_runs SET compensating = 'later' WHERE id = 'r1'", ()),
-        ("UPDATE surestep_runs SET state = 'running' WHERE id = 'r1'", ()),
-        (
-            "INSERT INTO surestep_steps (run_id, position, name, state, attempts, started_at)"
-            " VALUES ('r1', 0, 's', 'exploded', 1, 1.0)",
-            (),
-        ),
-        (
-            "INSERT INTO surestep_attempts (run_id, position, attempt, state, started_at,"
-            " finished_at, worker) VALUES ('r1', 0, 1, 'ok', 1.0, 1.0, 'w')",
-            (),
-        ),
-        (
-            "INSERT INTO surestep_events (run_id, to_state, at, actor)"
-            " VALUES ('r1', 'exploded', 1.0, 'me')",
-            (),
-        ),
-    ],
-)
-def test_the_schema_refuses_rows_no_surestep_writes(store: Store, sql: str, params: Any) -> None:
+RUN_ROWS = [
+    (RUN_INSERT, ("r2", "exploded", 1.0)),
+    (RUN_INSERT, ("r2", "pending", None)),
+    ("UPDATE surestep_runs SET state = 'exploded' WHERE id = 'r1'", ()),
+    ("UPDATE surestep_runs SET available_at = NULL WHERE id = 'r1'", ()),
+    ("UPDATE surestep_runs SET compensating = 'later' WHERE id = 'r1'", ()),
+    ("UPDATE surestep_runs SET state = 'running' WHERE id = 'r1'", ()),
+]
+
+# On SQLite these tables have no per-row triggers (they are on the per-step path; the
+# worker checks what it reads of them when it claims a run): PostgreSQL only.
+PER_STEP_ROWS = [
+    (
+        "INSERT INTO surestep_steps (run_id, position, name, state, attempts, started_at)"
+        " VALUES ('r1', 0, 's', 'exploded', 1, 1.0)",
+        (),
+    ),
+    (
+        "INSERT INTO surestep_attempts (run_id, position, attempt, state, started_at,"
+        " finished_at, worker) VALUES ('r1', 0, 1, 'ok', 1.0, 1.0, 'w')",
+        (),
+    ),
+    (
+        "INSERT INTO surestep_events (run_id, to_state, at, actor)"
+        " VALUES ('r1', 'exploded', 1.0, 'me')",
+        (),
+    ),
+]
+
+
+def refused(store: Store, sql: str, params: Any) -> None:
     write(store, RUN_INSERT, "r1", "pending", 1.0)
     with pytest.raises(StorageError, match=r"must be|needs|check constraint \"surestep_"):
         write(store, sql, *params)
     assert [(r.id, r.state) for r in store.list_runs()] == [("r1", "pending")]
+
+
+@pytest.mark.parametrize(("sql", "params"), RUN_ROWS)
+def test_the_schema_refuses_runs_no_surestep_writes(store: Store, sql: str, params: Any) -> None:
+    refused(store, sql, params)
+
+
+@pytest.mark.parametrize(("sql", "params"), PER_STEP_ROWS)
+def test_postgresql_refuses_steps_attempts_and_events_no_surestep_writes(
+    postgres_schema_url: str, sql: str, params: Any
+) -> None:
+    store = open_store(postgres_schema_url)
+    try:
+        refused(store, sql, params)
+    finally:
+        store.close()
 
 
 def test_rows_written_before_the_checks_do_not_stop_the_upgrade(db_url: str) -> None:

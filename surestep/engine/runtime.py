@@ -284,11 +284,13 @@ class RunExecution:
         where = f"output of step {step.name!r} in run {self.run_id!r}"
         inputs = prepared.inputs
         try:
-            text = step.codec.encode_result(result, where)
+            text, decoded = step.codec.store_result(result, where)
         except OutputValidationError as exc:
             # A value of the wrong shape (a model's output, often) may be right on the
             # next attempt: it is a failed attempt like any other.
-            return self._failed(step, context, attempt, started, exc)
+            return self._failed(
+                step, context, attempt, started, exc, call=(prepared.args, prepared.kwargs)
+            )
         except SerializationError as exc:
             # A code bug, not a flaky dependency: retrying cannot help, so it escalates
             # (dead letter by default) and can be redriven once the code is fixed.
@@ -326,7 +328,7 @@ class RunExecution:
                 step.compensate.name,
                 inputs,
             )
-        return step.codec.decode_result(text, where)
+        return decoded  # the stored form, as a replay will see it
 
     def _failed(
         self,
