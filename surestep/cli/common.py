@@ -60,14 +60,14 @@ def opened(db: str, *, must_exist: bool = True) -> Iterator[App]:
     than creating the file and its directories (a typo in ``--db`` creates nothing).
     """
     with library_errors():
-        surestep_app = App(db, actor=f"cli:{_user()}", must_exist=must_exist)
+        surestep_app = App(db, actor=f"cli:{os_user()}", must_exist=must_exist)
         try:
             yield surestep_app
         finally:
             surestep_app.close()
 
 
-def _user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError, ImportError):  # no login name in this environment

@@ -20,8 +20,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from surestep.app import DEFAULT_DATABASE_URL
-from surestep.cli.common import AsJson, Db, fail, opened, parse_age
-from surestep.cli.common import _user as os_user
+from surestep.cli.common import AsJson, Db, fail, opened, os_user, parse_age
 from surestep.cli.review_render import (
     decided_line,
     export_lines,
