@@ -1,11 +1,15 @@
 """W workflows of K no-op steps on SQLite: throughput, per-step overhead, latency, RSS.
 
     python benchmarks/engine_sqlite.py [--workflows 1000] [--steps 10] [--concurrency 1]
-                                       [--rounds 3]
+                                       [--rounds 3] [--metrics]
 
 Each round runs the whole workload on a fresh database file and measures the raw
 INSERT+COMMIT cost on the same disk right after; the figures printed are medians over
 the rounds (the machine is shared and noisy, so compare ratios from one run).
+
+With ``--metrics`` each round also runs the workload with per-process metrics on
+(:class:`WorkerMetrics` subscribed to the hooks; no HTTP server), right after the plain
+workload on a fresh file, and the overhead metrics add per step is printed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 from workload import add_noop_workflow  # benchmarks/workload.py
 
 from surestep import App
+from surestep.observe.metrics import WorkerMetrics
 
 
 def raw_commit_cost(path: Path, n: int = 2000) -> float:
@@ -56,8 +61,27 @@ def plain_cost(steps: int, n: int = 20000) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def one_round(folder: Path, workflows: int, steps: int, concurrency: int) -> dict[str, Any]:
-    app = App(f"sqlite:///{folder / 'bench.db'}")
+def hook_cost(steps: int, n: int = 20000) -> float:
+    """Seconds per step that WorkerMetrics' hooks take, called directly: one after_step
+    per step, and per run one claim and one finish spread over its steps."""
+    from surestep.engine.context import StepContext
+    from surestep.states import State
+
+    metrics = WorkerMetrics()
+    step = StepContext("run", 0, "noop", 1, "bench")
+    t0 = time.perf_counter()
+    for i in range(n):
+        metrics.after_step(step, State.SUCCESS, 0.0001)
+        if i % steps == 0:
+            metrics.on_claim("run", "bench", 0.0, 0.001)
+            metrics.on_run_state("run", State.RUNNING, State.SUCCESS, "bench")
+    return (time.perf_counter() - t0) / n
+
+
+def one_round(
+    folder: Path, workflows: int, steps: int, concurrency: int, metrics: bool = False
+) -> dict[str, Any]:
+    app = App(f"sqlite:///{folder / ('metrics.db' if metrics else 'bench.db')}")
     latencies: list[float] = []
     finished: list[str] = []
     began: dict[str, float] = {}
@@ -73,12 +97,16 @@ def one_round(folder: Path, workflows: int, steps: int, concurrency: int) -> dic
         latencies.append(time.perf_counter() - began.pop(step.idempotency_key))
 
     @app.hook("on_run_state")
-    def settled(run_id: str, from_state: Any, to_state: Any) -> None:
+    def settled(run_id: str, from_state: Any, to_state: Any, *_: Any) -> None:
         finished.append(run_id)
 
     for _ in range(workflows):
         app.start(bench, steps)
     worker = app.worker(concurrency=concurrency, poll_interval=0.01)
+    if metrics:
+        collected = WorkerMetrics()
+        collected.track_slots(lambda: len(worker._running), concurrency)
+        app.hooks.subscribe(collected)
     t0 = time.perf_counter()
     asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
     elapsed = time.perf_counter() - t0
@@ -98,12 +126,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="also time metrics on")
     args = parser.parse_args()
     total_steps = args.workflows * args.steps
-    rounds = []
+    rounds, metered = [], []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             rounds.append(one_round(Path(tmp), args.workflows, args.steps, args.concurrency))
+            if args.metrics:
+                metered.append(
+                    one_round(Path(tmp), args.workflows, args.steps, args.concurrency, True)
+                )
     plain = plain_cost(args.steps)
 
     def median(key: str) -> float:
@@ -132,6 +165,21 @@ def main() -> None:
         f"overhead / commit     {statistics.median(ratios):.2f}x "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
+    if metered:
+        # Paired by round (same disk moments): the median of the differences, since the
+        # shared machine's noise is larger than what the hooks cost.
+        pairs = zip(rounds, metered, strict=True)
+        diffs = sorted((m["elapsed"] - r["elapsed"]) / total_steps for r, m in pairs)
+        added = statistics.median(diffs)
+        direct = hook_cost(args.steps)
+        print(
+            f"metrics on            {added * 1e6:+.1f} us per step, {added / per_step * 100:+.1f}%"
+            f" (median of paired rounds: {', '.join(f'{d / per_step * 100:+.1f}%' for d in diffs)})"
+        )
+        print(
+            f"metrics hooks alone   {direct * 1e6:.1f} us per step"
+            f" ({direct / per_step * 100:.1f}% of the per-step cost; timed in a loop)"
+        )
     print(f"peak RSS              {rss_mb:.0f} MiB")
     print(f"vs DBOS 3.4 (~310/s)  {total_steps / median('elapsed') / 310:.1f}x")
 

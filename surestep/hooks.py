@@ -8,8 +8,11 @@ never fails a step or a run.
 ``after_step``     ``(step: StepContext, state: State, seconds: float)`` after an
                    attempt's outcome is committed (seconds: the attempt's wall time)
 ``on_retry``       ``(step: StepContext, error: BaseException, delay: float)``
-``on_run_state``   ``(run_id: str, from_state: State, to_state: State)`` after a
-                   worker commits a run transition
+``on_claim``       ``(run_id: str, workflow: str, due_at: float, claimed_at: float)``
+                   after a worker leased a due run (``due_at``: its place in the queue,
+                   so ``claimed_at - due_at`` is how long it waited for a worker)
+``on_run_state``   ``(run_id: str, from_state: State, to_state: State, workflow: str)``
+                   after a worker commits a run transition
 ``on_deadline``    ``(run_id: str)`` after a worker applied a breached run deadline
 ``on_review``      ``(event: str, task: ReviewTask)`` after a review task was
                    ``created``, ``escalated``, marked ``overdue`` (kept open past its
@@ -32,6 +35,7 @@ CATALOGUE = (
     "before_step",
     "after_step",
     "on_retry",
+    "on_claim",
     "on_run_state",
     "on_deadline",
     "on_review",
@@ -43,6 +47,7 @@ class Hooks:
         self.before_step: list[Callable[..., Any]] = []
         self.after_step: list[Callable[..., Any]] = []
         self.on_retry: list[Callable[..., Any]] = []
+        self.on_claim: list[Callable[..., Any]] = []
         self.on_run_state: list[Callable[..., Any]] = []
         self.on_deadline: list[Callable[..., Any]] = []
         self.on_review: list[Callable[..., Any]] = []
@@ -51,6 +56,26 @@ class Hooks:
         if name not in CATALOGUE:
             raise ConfigurationError(f"unknown hook {name!r}; hooks are: {', '.join(CATALOGUE)}")
         getattr(self, name).append(fn)
+
+    def subscribe(self, subscriber: object) -> Callable[[], None]:
+        """Add each method of ``subscriber`` named after a hook (``after_step``, ...);
+        return a function that removes them again.
+
+        >>> stop = app.hooks.subscribe(WorkerMetrics())  # doctest: +SKIP
+        """
+        added = [
+            (name, getattr(subscriber, name)) for name in CATALOGUE if hasattr(subscriber, name)
+        ]
+        for name, fn in added:
+            self.add(name, fn)
+
+        def unsubscribe() -> None:
+            for name, fn in added:
+                hooks: list[Callable[..., Any]] = getattr(self, name)
+                if fn in hooks:
+                    hooks.remove(fn)
+
+        return unsubscribe
 
     @staticmethod
     def emit(hooks: list[Callable[..., Any]], *args: Any) -> None:

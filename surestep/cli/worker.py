@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import time
+from enum import StrEnum
 from types import ModuleType
 from typing import Annotated, Final
 
@@ -15,6 +16,7 @@ import typer
 
 from surestep.app import App
 from surestep.cli.common import fail, library_errors
+from surestep.observe.logs import JsonFormatter
 from surestep.storage import redact
 
 log = logging.getLogger("surestep.cli")
@@ -23,6 +25,11 @@ log = logging.getLogger("surestep.cli")
 # to exit. Idle threads exit within milliseconds; a thread still alive after this is a
 # sync workflow stuck past the grace period.
 _THREAD_EXIT_WAIT: Final = 1.0
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 def register(app: typer.Typer) -> None:
@@ -73,6 +80,22 @@ def worker(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this process's Prometheus metrics at http://HOST:PORT/metrics.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics server listens on.")
+    ] = "127.0.0.1",
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(help="text, or json: one JSON object a line with the run's ids."),
+    ] = LogFormat.text,
 ) -> None:
     """Execute runs of the App's workflows until SIGTERM or SIGINT.
 
@@ -81,7 +104,7 @@ def worker(
     """
     with library_errors():
         surestep_app = _load_app(target)
-        _configure_logging()
+        _configure_logging(log_format)
         if db is not None:
             surestep_app.close()  # in case importing the module already opened the store
             surestep_app.database_url = db
@@ -92,6 +115,8 @@ def worker(
             lease_seconds=lease,
             poll_interval=poll,
             grace_period=grace,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         ).run()
     _exit_if_threads_stuck()
     surestep_app.close()
@@ -161,12 +186,13 @@ def _attribute(module: ModuleType, attribute: str) -> object:
     return found
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _configure_logging(log_format: LogFormat) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format is LogFormat.json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _exit_if_threads_stuck() -> None:

@@ -40,6 +40,7 @@ class StepContext:
     position: int
     name: str
     attempt: int
+    workflow: str = ""  # the run's workflow name
 
     @property
     def idempotency_key(self) -> str:

@@ -81,6 +81,13 @@ def compensate(run: RunExecution) -> None:
     checkpointed step of its own (at position ``-(p + 1)`` for step ``p``), then end
     the run in the state it was headed for (failed or cancelled)."""
     assert run.compensating is not None
+    log.info(
+        "run %s: undoing %d completed step(s), then %s",
+        run.run_id,
+        len(run.compensable),
+        run.compensating,
+        extra={"run_id": run.run_id, "workflow": run.workflow.name, "worker": run.worker},
+    )
     token = CURRENT_RUN.set(run)
     try:
         try:
@@ -198,4 +205,4 @@ def _finish(
         log.info("run %s: %s; its outcome is discarded", run.run_id, exc)
         return
     if run.hooks.on_run_state:
-        Hooks.emit(run.hooks.on_run_state, run.run_id, State.RUNNING, to_state)
+        Hooks.emit(run.hooks.on_run_state, run.run_id, State.RUNNING, to_state, run.workflow.name)

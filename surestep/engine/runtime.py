@@ -241,7 +241,7 @@ class RunExecution:
             # A reviewer asked for this attempt with arguments of their own.
             where = f"arguments a reviewer gave step {step.name!r} in run {self.run_id!r}"
             args, kwargs = step.codec.decode_args(edited.review_inputs, where)
-        context = StepContext(self.run_id, position, step.name, attempt.number)
+        context = StepContext(self.run_id, position, step.name, attempt.number, self.workflow.name)
         if self.hooks.before_step:
             Hooks.emit(self.hooks.before_step, context)
         started = self.clock.now()

@@ -29,6 +29,7 @@ from surestep.engine.presence import Presence
 from surestep.engine.runtime import ExhaustedHandler, RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
+from surestep.observe.logs import EventLog
 from surestep.storage import ClaimedRun
 
 if TYPE_CHECKING:
@@ -145,6 +146,8 @@ class Worker:
         poll_interval: float | None = None,
         grace_period: float = 30.0,
         max_recoveries: int = 5,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -180,6 +183,9 @@ class Worker:
         # Set when shutdown begins: runs stop at their next step boundary.
         self._draining = threading.Event()
         self._presence: Presence | None = None
+        # Per-process metrics over HTTP (see surestep.observe.metrics); one port per worker.
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
 
     # -- running ---------------------------------------------------------------------
 
@@ -228,7 +234,13 @@ class Worker:
         unlisten = self.app.store.listen(wake)
         beat = asyncio.create_task(self._heartbeat())
         watch = asyncio.create_task(self._watch_cancellations())
-        log.info("worker %s started on %s", self.id, self.app.store.description)
+        log.info(
+            "worker %s started on %s",
+            self.id,
+            self.app.store.description,
+            extra={"worker": self.id},
+        )
+        unplug = self._plug_in()
         serves = [(wf.name, wf.version) for wf in self.app.registry.workflows()]
         presence = Presence(self.app.store, self.app.clock, self.id, serves, self.lease_seconds)
         self._presence = presence
@@ -237,6 +249,7 @@ class Worker:
             self._recover_local_safely()
             await self._claim_loop(threads, until)
         finally:
+            unplug()
             self.app.wakers.discard(wake)
             if unlisten is not None:
                 unlisten()
@@ -245,6 +258,33 @@ class Worker:
             await self._shutdown()
             presence.leave()
             threads.shutdown(wait=False, cancel_futures=True)
+
+    def _plug_in(self) -> Callable[[], None]:
+        """Subscribe the event log (once per App: a second worker of the same App in this
+        process shares the first one's) and, with a metrics port, the metrics and their
+        HTTP server; return what undoes it."""
+        hooks, undo = self.app.hooks, []
+        if not any(isinstance(getattr(h, "__self__", None), EventLog) for h in hooks.on_retry):
+            undo.append(hooks.subscribe(EventLog(self.id)))
+        if self.metrics_port is not None:
+            from surestep.observe.metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+            metrics.track_slots(lambda: len(self._running), self.concurrency)
+            undo.append(metrics.serve(self.metrics_port, self.metrics_host))
+            undo.append(hooks.subscribe(metrics))
+            log.info(
+                "worker %s: metrics on http://%s:%d/metrics",
+                self.id,
+                self.metrics_host,
+                self.metrics_port,
+            )
+
+        def unplug() -> None:
+            for step in reversed(undo):
+                step()
+
+        return unplug
 
     async def _open_store(self) -> bool:
         """Open (and migrate) the database, waiting out a lock held by another process
@@ -300,6 +340,11 @@ class Worker:
                 await self._nap(5.0)
                 self._release_orphans()
                 continue
+            if claimed and self.app.hooks.on_claim:
+                at = clock.now()
+                for run in claimed:
+                    due = at if run.due_at is None else run.due_at
+                    Hooks.emit(self.app.hooks.on_claim, run.id, run.workflow, due, at)
             for run in claimed:
                 task = asyncio.create_task(self._execute(run, threads))
                 self._running[task] = run
@@ -443,7 +488,6 @@ class Worker:
             log.warning("worker %s: cannot check deadlines yet: %s", self.id, exc)
             return
         for run_id in breached:
-            log.warning("run %s: deadline breached", run_id)
             if self.app.hooks.on_deadline:
                 Hooks.emit(self.app.hooks.on_deadline, run_id)
 
@@ -471,6 +515,7 @@ class Worker:
         in_flight = {run.id for run in self._running.values()}
         lapsed = [lease for lease in store.expired_leases(now) if lease[0] not in in_flight]
         for run, token, owner in lapsed:
+            _log_takeover(run, owner, "its lease expired", self.id)
             store.release(
                 [(run, token)],
                 self.id,
@@ -529,6 +574,7 @@ class Worker:
             if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
                 gone.append((run, token, owner))
         for run, token, owner in gone:
+            _log_takeover(run, owner, "its process has exited", self.id)
             store.release(
                 [(run, token)],
                 self.id,
@@ -580,6 +626,16 @@ class Worker:
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self._wake.set)
+
+
+def _log_takeover(run_id: str, owner: str, why: str, worker: str) -> None:
+    log.info(
+        "run %s: taking it over from worker %s (%s); it resumes after its last checkpoint",
+        run_id,
+        owner,
+        why,
+        extra={"run_id": run_id, "worker": worker},
+    )
 
 
 def _earliest(*times: float | None) -> float | None:

@@ -214,7 +214,7 @@ class SQLStore(RunQueries):
                 token = next(row[5] + 1 for row in rows if row[0] == run_id)
                 self._quarantine(cur, run_id, token, worker, problem, now)
         return [
-            ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7])
+            ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7], r[8])
             for r in rows
             if r[0] not in problems
         ]

@@ -52,6 +52,7 @@ class ClaimedRun:
     recorded: dict[int, RecordedStep]
     parent_id: str | None = None
     compensating: str | None = None  # the state to end in once completed steps are undone
+    due_at: float | None = None  # when it became due (its place in the queue)
 
 
 @dataclass(frozen=True)
