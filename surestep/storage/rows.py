@@ -52,6 +52,7 @@ class ClaimedRun:
     recorded: dict[int, RecordedStep]
     parent_id: str | None = None
     compensating: str | None = None  # the state to end in once completed steps are undone
+    trace_context: str | None = None  # the W3C traceparent its slices continue
 
 
 @dataclass(frozen=True)
