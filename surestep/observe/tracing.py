@@ -57,6 +57,7 @@ _ERRORS = frozenset({State.FAILED, State.DEAD_LETTER, State.CANCELLED})
 class _Slice:
     span: Span
     workflow: str
+    context: Context  # with ``span`` current: the parent of its step spans, made once
     steps: dict[int, Span] = field(default_factory=dict)  # attempts in flight, by position
 
 
@@ -114,7 +115,7 @@ class Tracing:
             kind=SpanKind.CONSUMER,
             attributes={"surestep.run.id": run_id, "surestep.workflow": workflow},
         )
-        self._slices[run_id] = _Slice(span, workflow)
+        self._slices[run_id] = _Slice(span, workflow, trace.set_span_in_context(span))
 
     def run_state(self, run_id: str, from_state: State, to_state: State) -> None:
         found = self._slices.get(run_id)
@@ -143,10 +144,10 @@ class Tracing:
         found = self._slices.get(step.run_id)
         if found is None:  # subscribed while the run was executing
             return
+        # Few attributes: each costs the SDK a validation on the per-step path; the
+        # workflow is on the slice span, the step's name in the span's.
         attributes: dict[str, str | int | bool] = {
             "surestep.run.id": step.run_id,
-            "surestep.workflow": found.workflow,
-            "surestep.step.name": step.name,
             "surestep.step.position": step.position,
             "surestep.step.attempt": step.attempt,
         }
@@ -154,7 +155,7 @@ class Tracing:
             attributes["surestep.step.compensation"] = True
         found.steps[step.position] = self.tracer.start_span(
             f"surestep.step {step.name}",
-            context=trace.set_span_in_context(found.span),
+            context=found.context,
             attributes=attributes,
         )
 
