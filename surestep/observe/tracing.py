@@ -64,8 +64,8 @@ class _Slice:
 class Tracing:
     """Spans for the runs and steps this process starts and executes.
 
-    >>> tracing = app.trace()                       # the global tracer provider
-    >>> tracing = app.trace(tracer_provider=provider)   # doctest: +SKIP
+    >>> tracing = app.trace()   # the global tracer provider     # doctest: +SKIP
+    >>> tracing = app.trace(tracer_provider=provider)            # doctest: +SKIP
 
     ``App(..., tracing=True)`` does the same when the App is built.
     """
