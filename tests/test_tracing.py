@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+import surestep
 from surestep import App, ConfigurationError, Retry, State
 from surestep.clock import FakeClock
 from surestep.testing import drive, run_workflow
@@ -190,6 +191,28 @@ def test_a_traced_start_joins_the_callers_trace(
     (start,) = by_name(spans, "surestep.start ")
     assert start.parent is not None and f"{start.parent.span_id:016x}" == CALLER.split("-")[2]
     assert {f"{s.context.trace_id:032x}" for s in spans if s.context} == {CALLER.split("-")[1]}
+
+
+def test_a_child_run_continues_its_parents_trace(
+    app: App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app.trace(provider)
+
+    @app.workflow(name="kid")
+    def kid(x: int) -> int:
+        return x * 2
+
+    @app.workflow(name="parent")
+    def parent() -> int:
+        return surestep.run_child(kid, 21)
+
+    assert run_workflow(app, parent, run_id="r-8").result() == 42
+    spans = exporter.get_finished_spans()
+    (start,) = by_name(spans, "surestep.start ")
+    assert start.context is not None
+    (child,) = by_name(spans, "surestep.run kid")
+    assert child.parent is not None and child.parent.span_id == start.context.span_id
+    assert {s.context.trace_id for s in spans if s.context} == {start.context.trace_id}
 
 
 @pytest.mark.parametrize(
