@@ -1,15 +1,18 @@
 """W workflows of K no-op steps on SQLite: throughput, per-step overhead, latency, RSS.
 
     python benchmarks/engine_sqlite.py [--workflows 1000] [--steps 10] [--concurrency 1]
-                                       [--rounds 3] [--metrics]
+                                       [--rounds 3] [--metrics] [--tracing]
 
 Each round runs the whole workload on a fresh database file and measures the raw
 INSERT+COMMIT cost on the same disk right after; the figures printed are medians over
 the rounds (the machine is shared and noisy, so compare ratios from one run).
 
-With ``--metrics`` each round also runs the workload with per-process metrics on
-(:class:`WorkerMetrics` subscribed to the hooks; no HTTP server), right after the plain
-workload on a fresh file, and the overhead metrics add per step is printed.
+``--metrics`` also runs each round with per-process metrics on (``WorkerMetrics``
+subscribed to the hooks, no HTTP server), and prints what they add per step.
+``--tracing`` runs each round three times, in rotating order: tracing off; on with the
+OpenTelemetry API alone (no SDK configured: its no-op tracer, what ``app.trace()``
+costs until an SDK is set up); and on with the SDK's TracerProvider and no exporter
+(spans are made and recorded, then dropped). It prints the per-step cost tracing adds.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import Any
 from workload import add_noop_workflow  # benchmarks/workload.py
 
 from surestep import App
-from surestep.observe.metrics import WorkerMetrics
 
 
 def raw_commit_cost(path: Path, n: int = 2000) -> float:
@@ -61,27 +63,20 @@ def plain_cost(steps: int, n: int = 20000) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def hook_cost(steps: int, n: int = 20000) -> float:
-    """Seconds per step that WorkerMetrics' hooks take, called directly: one after_step
-    per step, and per run one claim and one finish spread over its steps."""
-    from surestep.engine.context import StepContext
-    from surestep.states import State
-
-    metrics = WorkerMetrics()
-    step = StepContext("run", 0, "noop", 1, "bench")
-    t0 = time.perf_counter()
-    for i in range(n):
-        metrics.after_step(step, State.SUCCESS, 0.0001)
-        if i % steps == 0:
-            metrics.on_claim("run", "bench", 0.0, 0.001)
-            metrics.on_run_state("run", State.RUNNING, State.SUCCESS, "bench")
-    return (time.perf_counter() - t0) / n
-
-
 def one_round(
-    folder: Path, workflows: int, steps: int, concurrency: int, metrics: bool = False
+    folder: Path, workflows: int, steps: int, concurrency: int, tracing: str = "off"
 ) -> dict[str, Any]:
-    app = App(f"sqlite:///{folder / ('metrics.db' if metrics else 'bench.db')}")
+    app = App(f"sqlite:///{folder / 'bench.db'}")
+    if tracing == "sdk":
+        from opentelemetry.sdk.trace import TracerProvider  # pip install 'surestep[otel]'
+
+        app.trace(TracerProvider())  # no span processor: the SDK's cost, no export
+    elif tracing == "api":
+        app.trace()  # the global provider, which nothing here configures: the no-op
+    elif tracing == "metrics":
+        from surestep.observe.metrics import WorkerMetrics
+
+        app.hooks.subscribe(WorkerMetrics())
     latencies: list[float] = []
     finished: list[str] = []
     began: dict[str, float] = {}
@@ -103,17 +98,14 @@ def one_round(
     for _ in range(workflows):
         app.start(bench, steps)
     worker = app.worker(concurrency=concurrency, poll_interval=0.01)
-    if metrics:
-        collected = WorkerMetrics()
-        collected.track_slots(lambda: len(worker._running), concurrency)
-        app.hooks.subscribe(collected)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     app.close()
     latencies.sort()
     return {
         "elapsed": elapsed,
+        "cpu": cpu,
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[int(len(latencies) * 0.95)],
         "raw": raw_commit_cost(folder / "raw.db"),
@@ -126,17 +118,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--metrics", action="store_true", help="also time metrics on")
+    parser.add_argument("--metrics", action="store_true", help="also measure with metrics on")
+    parser.add_argument("--tracing", action="store_true", help="also measure with tracing on")
     args = parser.parse_args()
     total_steps = args.workflows * args.steps
-    rounds, metered = [], []
-    for _ in range(args.rounds):
-        with tempfile.TemporaryDirectory() as tmp:
-            rounds.append(one_round(Path(tmp), args.workflows, args.steps, args.concurrency))
-            if args.metrics:
-                metered.append(
-                    one_round(Path(tmp), args.workflows, args.steps, args.concurrency, True)
-                )
+    modes = [
+        "off",
+        *(["metrics"] if args.metrics else []),
+        *(["api", "sdk"] if args.tracing else []),
+    ]
+    by_mode: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for number in range(args.rounds):
+        # Rotate which goes first, so that none always gets the warmer disk cache.
+        for mode in modes[number % len(modes) :] + modes[: number % len(modes)]:
+            with tempfile.TemporaryDirectory() as tmp:
+                figures = one_round(Path(tmp), args.workflows, args.steps, args.concurrency, mode)
+            by_mode[mode].append(figures)
+    rounds = by_mode["off"]
     plain = plain_cost(args.steps)
 
     def median(key: str) -> float:
@@ -165,23 +163,81 @@ def main() -> None:
         f"overhead / commit     {statistics.median(ratios):.2f}x "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
-    if metered:
-        # Paired by round (same disk moments): the median of the differences, since the
-        # shared machine's noise is larger than what the hooks cost.
-        pairs = zip(rounds, metered, strict=True)
-        diffs = sorted((m["elapsed"] - r["elapsed"]) / total_steps for r, m in pairs)
-        added = statistics.median(diffs)
-        direct = hook_cost(args.steps)
-        print(
-            f"metrics on            {added * 1e6:+.1f} us per step, {added / per_step * 100:+.1f}%"
-            f" (median of paired rounds: {', '.join(f'{d / per_step * 100:+.1f}%' for d in diffs)})"
-        )
-        print(
-            f"metrics hooks alone   {direct * 1e6:.1f} us per step"
-            f" ({direct / per_step * 100:.1f}% of the per-step cost; timed in a loop)"
-        )
     print(f"peak RSS              {rss_mb:.0f} MiB")
     print(f"vs DBOS 3.4 (~310/s)  {total_steps / median('elapsed') / 310:.1f}x")
+    if "metrics" in by_mode:
+        print_tracing_cost(rounds, by_mode["metrics"], total_steps, "metrics on", "metrics")
+        alone = metrics_hooks_cost(args.steps)
+        print(
+            f"metrics hooks alone   {alone * 1e6:.1f} us a step = "
+            f"{alone / per_step * 100:.1f} % of the wall per step off (called in a loop)"
+        )
+    for mode, what in (("api", "API only, no-op"), ("sdk", "SDK, no exporter")):
+        if mode in by_mode:
+            print_tracing_cost(rounds, by_mode[mode], total_steps, what)
+            alone = tracing_hooks_cost(mode)
+            print(
+                f"tracing hooks alone   {alone * 1e6:.1f} us a step attempt = "
+                f"{alone / per_step * 100:.1f} % of the wall per step off ({what}; "
+                f"the two step hooks called in a loop, no database: steadier than the above)"
+            )
+
+
+def tracing_hooks_cost(mode: str, n: int = 20000) -> float:
+    """Seconds a step attempt's two tracing hooks take, in isolation."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from surestep import State
+    from surestep.engine.context import StepContext
+    from surestep.observe.tracing import Tracing
+
+    tracing = Tracing(TracerProvider() if mode == "sdk" else None)
+    tracing.run_started("r", "bench", None)
+    contexts = [StepContext("r", i, "noop", 1, "bench") for i in range(n)]
+    t0 = time.perf_counter()
+    for step in contexts:
+        tracing.step_started(step)
+        tracing.step_finished(step, State.SUCCESS, 0.0)
+    return (time.perf_counter() - t0) / n
+
+
+def metrics_hooks_cost(steps: int, n: int = 20000) -> float:
+    """Seconds per step that WorkerMetrics' hooks take, called directly: one after_step
+    per step, and per run one claim and one finish spread over its steps."""
+    from surestep import State
+    from surestep.engine.context import StepContext
+    from surestep.observe.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    step = StepContext("run", 0, "noop", 1, "bench")
+    t0 = time.perf_counter()
+    for i in range(n):
+        metrics.after_step(step, State.SUCCESS, 0.0001)
+        if i % steps == 0:
+            metrics.on_claim("run", "bench", 0.0, 0.001)
+            metrics.on_run_state("run", State.RUNNING, State.SUCCESS, "bench")
+    return (time.perf_counter() - t0) / n
+
+
+def print_tracing_cost(
+    rounds: list[dict[str, Any]],
+    traced: list[dict[str, Any]],
+    total_steps: int,
+    mode: str,
+    label: str = "tracing",
+) -> None:
+    """What tracing adds per step, from rounds run side by side with and without it:
+    in wall time (what a user sees, noisy on a shared disk) and in the process's CPU
+    time (what the spans themselves cost: the fsyncs' waits are not in it)."""
+    for key, what in (("elapsed", "wall"), ("cpu", "CPU ")):
+        off = statistics.median(r[key] for r in rounds) / total_steps
+        on = statistics.median(r[key] for r in traced) / total_steps
+        pairs = sorted(t[key] / r[key] - 1 for r, t in zip(rounds, traced, strict=True))
+        print(
+            f"{label} {what} per step   {on * 1e3:.3f} ms on vs {off * 1e3:.3f} ms off: "
+            f"{(on - off) * 1e6:+.1f} us ({(on / off - 1) * 100:+.1f} %; paired rounds: "
+            f"{', '.join(f'{p * 100:+.1f} %' for p in pairs)}; {mode})"
+        )
 
 
 if __name__ == "__main__":

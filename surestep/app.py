@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from surestep.auth.users import Users
 from surestep.clock import Clock, DatabaseClock, SystemClock
@@ -28,6 +28,7 @@ from surestep.errors import (
 )
 from surestep.hooks import Hooks
 from surestep.names import check_name
+from surestep.observe.traceparent import check_traceparent
 from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
 from surestep.registry import Registry, StepDef, WorkflowDef
@@ -43,6 +44,11 @@ from surestep.states import SETTLED, State
 from surestep.storage import Store, open_store
 from surestep.storage.workers import WorkerStore
 from surestep.versions import VersionRecord, read_versions
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from surestep.observe.tracing import Tracing
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,6 +66,9 @@ class App:
     The database is opened (and migrated) on first use, not when the App is made. With
     ``must_exist=True`` a missing SQLite file is an error rather than created (as the
     read-only commands of ``surestep`` open it).
+
+    ``tracing=True`` (or a ``TracerProvider``) traces runs with OpenTelemetry; see
+    :meth:`trace`.
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class App:
         clock: Clock | None = None,
         actor: str = "app",
         must_exist: bool = False,
+        tracing: bool | TracerProvider = False,
     ) -> None:
         self.database_url = (
             database_url or os.environ.get("SURESTEP_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -90,6 +100,9 @@ class App:
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         self.timers: tuple[Timer, ...] = (self.reviews,)
         self._webhooks: Webhooks | None = None
+        self.tracing: Tracing | None = None
+        if tracing is not False:
+            self.trace(None if tracing is True else tracing)
 
     @property
     def store(self) -> Store:
@@ -236,6 +249,21 @@ class App:
 
         return register
 
+    def trace(self, tracer_provider: TracerProvider | None = None) -> Tracing:
+        """Trace this App's runs with OpenTelemetry: a span per execution slice of a run
+        and per step attempt, all slices of a run in one trace (docs/traces.md).
+
+        Spans go to ``tracer_provider``, by default the global one (set by the SDK's
+        setup or ``opentelemetry-instrument``); with none configured, the API's no-op.
+        """
+        from surestep.observe.tracing import Tracing  # only an App that traces imports it
+
+        if self.tracing is not None:
+            raise ConfigurationError("this App is traced already; call app.trace() once")
+        self.tracing = Tracing(tracer_provider)
+        self.tracing.subscribe(self.hooks)
+        return self.tracing
+
     def notify_reviews(
         self,
         url: str,
@@ -266,6 +294,7 @@ class App:
         run_id: str | None = None,
         deadline: timedelta | None = None,
         on_deadline: str = "fail",
+        traceparent: str | None = None,
         **kwargs: Any,
     ) -> RunHandle:
         """Start a run, or return the existing run with this ``run_id``.
@@ -277,6 +306,9 @@ class App:
         alive at that moment; the next one to look applies it) the breach is recorded and
         ``on_deadline`` applies: ``"fail"``, ``"cancel"`` (both undo completed steps that
         have compensations) or ``"review"`` (the run parks in needs_review).
+
+        ``traceparent`` (a W3C header, e.g. a web request's) makes the run's spans part
+        of the caller's trace; it is stored with the run, even if this App does not trace.
         """
         wf = self._resolve(workflow)
         if run_id is not None:
@@ -289,10 +321,15 @@ class App:
             not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0
         ):
             raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
+        if traceparent is not None:
+            check_traceparent(traceparent)
+            traceparent = traceparent.strip()
         run_id = run_id or uuid.uuid4().hex
         inputs = wf.codec.encode_args(args, kwargs, f"workflow {wf.name!r}")
         store = self.store  # first: opening it aligns the clock with the database's
         now = self.clock.now()
+        if self.tracing is not None:
+            traceparent = self.tracing.start_context(wf.name, run_id, traceparent)
         created = store.create_run(
             run_id,
             wf.name,
@@ -302,6 +339,7 @@ class App:
             self.actor,
             deadline_at=None if deadline is None else now + deadline.total_seconds(),
             on_deadline=None if deadline is None else on_deadline,
+            trace_context=traceparent,
         )
         if created:
             self.wakers.wake_all()

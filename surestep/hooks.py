@@ -13,6 +13,11 @@ never fails a step or a run.
                    so ``claimed_at - due_at`` is how long it waited for a worker)
 ``on_run_state``   ``(run_id: str, from_state: State, to_state: State, workflow: str)``
                    after a worker commits a run transition
+``on_run_start``   ``(run_id: str, workflow: str, trace_context: str | None)`` when a
+                   worker begins executing a run it claimed (one execution slice;
+                   ``trace_context``: the W3C traceparent stored with the run)
+``on_run_end``     ``(run_id: str)`` when that slice ends, however it ended (settled,
+                   halted to wait, lease lost, or the worker failed executing it)
 ``on_deadline``    ``(run_id: str)`` after a worker applied a breached run deadline
 ``on_review``      ``(event: str, task: ReviewTask)`` after a review task was
                    ``created``, ``escalated``, marked ``overdue`` (kept open past its
@@ -37,6 +42,8 @@ CATALOGUE = (
     "on_retry",
     "on_claim",
     "on_run_state",
+    "on_run_start",
+    "on_run_end",
     "on_deadline",
     "on_review",
 )
@@ -49,6 +56,8 @@ class Hooks:
         self.on_retry: list[Callable[..., Any]] = []
         self.on_claim: list[Callable[..., Any]] = []
         self.on_run_state: list[Callable[..., Any]] = []
+        self.on_run_start: list[Callable[..., Any]] = []
+        self.on_run_end: list[Callable[..., Any]] = []
         self.on_deadline: list[Callable[..., Any]] = []
         self.on_review: list[Callable[..., Any]] = []
 

@@ -388,6 +388,16 @@ class Worker:
             task.cancel()
 
     async def _execute(self, claimed: ClaimedRun, threads: ThreadPoolExecutor) -> None:
+        hooks = self.app.hooks
+        if hooks.on_run_start:
+            Hooks.emit(hooks.on_run_start, claimed.id, claimed.workflow, claimed.trace_context)
+        try:
+            await self._execute_slice(claimed, threads)
+        finally:
+            if hooks.on_run_end:
+                Hooks.emit(hooks.on_run_end, claimed.id)
+
+    async def _execute_slice(self, claimed: ClaimedRun, threads: ThreadPoolExecutor) -> None:
         app = self.app
         try:
             workflow = app.registry.workflow(claimed.workflow)

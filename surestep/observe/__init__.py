@@ -1,1 +1,1 @@
-"""Observability that plugs into the hook catalogue: per-process metrics and event logs."""
+"""Observability: metrics, traces and logs, plugged into the engine's hooks."""

@@ -37,7 +37,7 @@ log = logging.getLogger("surestep.storage")
 #: What a claim reads of each due run (``available_at`` last, to order by).
 CLAIM_COLUMNS = (
     "id, state, workflow, workflow_version, inputs, lease_token, parent_id, compensating,"
-    " available_at"
+    " trace_context, available_at"
 )
 
 EVENT_INSERT = (
@@ -122,6 +122,7 @@ class SQLStore(RunQueries):
         *,
         deadline_at: float | None = None,
         on_deadline: str | None = None,
+        trace_context: str | None = None,
     ) -> bool:
         """Insert a pending run; return False when ``run_id`` exists already.
 
@@ -131,8 +132,9 @@ class SQLStore(RunQueries):
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
-                " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline,"
+                " trace_context)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
                     workflow,
@@ -144,6 +146,7 @@ class SQLStore(RunQueries):
                     parent_id,
                     deadline_at,
                     on_deadline,
+                    trace_context,
                 ),
             )
             if cur.rowcount == 1:
@@ -214,7 +217,18 @@ class SQLStore(RunQueries):
                 token = next(row[5] + 1 for row in rows if row[0] == run_id)
                 self._quarantine(cur, run_id, token, worker, problem, now)
         return [
-            ClaimedRun(r[0], r[2], r[3], r[4], r[5] + 1, recorded.get(r[0], {}), r[6], r[7], r[8])
+            ClaimedRun(
+                r[0],
+                r[2],
+                r[3],
+                r[4],
+                r[5] + 1,
+                recorded.get(r[0], {}),
+                parent_id=r[6],
+                compensating=r[7],
+                trace_context=r[8],
+                due_at=r[9],
+            )
             for r in rows
             if r[0] not in problems
         ]

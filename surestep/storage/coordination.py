@@ -226,11 +226,14 @@ class CoordinationStore(SQLStore):
         """Create the child run (once) and the parent's step that waits for it."""
         with self.transaction() as cur:
             self._fence(cur, run_id, token)
+            # A child run continues its parent's trace (docs/traces.md).
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
-                " created_at, updated_at, available_at, parent_id)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (child_id, workflow, version, inputs, now, now, now, run_id),
+                " created_at, updated_at, available_at, parent_id, trace_context)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?,"
+                " (SELECT trace_context FROM surestep_runs WHERE id = ?))"
+                " ON CONFLICT (id) DO NOTHING",
+                (child_id, workflow, version, inputs, now, now, now, run_id, run_id),
             )
             if cur.rowcount == 1:
                 cur.execute(

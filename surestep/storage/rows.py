@@ -53,6 +53,7 @@ class ClaimedRun:
     parent_id: str | None = None
     compensating: str | None = None  # the state to end in once completed steps are undone
     due_at: float | None = None  # when it became due (its place in the queue)
+    trace_context: str | None = None  # the W3C traceparent its slices continue
 
 
 @dataclass(frozen=True)
