@@ -62,6 +62,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         7: "surestep_workers",
         8: "surestep_review_tasks",
         9: "surestep_users",
+        10: "surestep_attempts_by_finished",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),

@@ -1,0 +1,1 @@
+"""Observability: metrics, traces and logs, plugged into the engine's hooks."""

@@ -1,0 +1,9 @@
+-- surestep schema 10: the cluster-wide figures (`surestep metrics`, `surestep stats`) read
+-- recent activity by time, so that a scrape costs what the window holds, not what the
+-- tables hold. Finished runs by (finish time, workflow, state): the window's counts come
+-- from this index alone (it also serves prune's range, like surestep_runs_finished).
+CREATE INDEX surestep_runs_finished_recent ON surestep_runs (updated_at, workflow, state)
+    WHERE state IN ('success', 'failed', 'cancelled');
+-- Attempts by finish time: step durations, retries and auto-recovery over a window. One
+-- more index entry per attempt on the per-step write.
+CREATE INDEX surestep_attempts_by_finished ON surestep_attempts (finished_at);
