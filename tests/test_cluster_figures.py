@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 import surestep
 from surestep import App, FakeClock, Retry, State
 from surestep.observe.cluster import ClusterFigures
+from surestep.review.queries import ReviewQueries
+from surestep.review.stats import summarize
 from surestep.testing import drive
 
 START = 1_700_000_000.0
@@ -110,7 +113,11 @@ def test_figures_after_a_known_workload(app: App, clock: FakeClock) -> None:
     assert f.review_open == {"approve_invoice": 2}
     assert f.review_overdue == {"approve_invoice": 1}
     stats = f.reviews["approve_invoice"]
-    assert stats.decided == 1 and stats.override_rate == 1.0
+    assert (stats.decided, stats.override_rate, stats.sla_adherence) == (1, 1.0, 1.0)
+    # Aggregated in SQL, the same as review.stats.summarize over the decoded tasks.
+    tasks = ReviewQueries(app.store).created_since(f.at - f.window, None)
+    expected = summarize(tasks, "approve_invoice", f.at)
+    assert stats == replace(expected, open=0, overdue=0, reviewers={})
     assert f.review_needed == {"doomed": 0.0, "etl": 0.0, "invoice": 1.0, "parked": 0.0}
     # etl: 3 failed first attempts, all recovered; parked: 2 failed, doomed: 1 failed.
     assert (f.failed_attempts, f.recovered_attempts) == (6, 3)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surestep.clock import Clock
+from surestep.review.policy import percentile
 from surestep.review.records import ReviewStats
-from surestep.review.rows import TASK_COLUMNS, task_from_row
-from surestep.review.stats import summarize
+from surestep.review.stats import OVERRIDES
 from surestep.storage import Store
 from surestep.storage.rows import Cursor
 from surestep.storage.transient import retry_transient
@@ -135,18 +135,13 @@ class ClusterFigures:
         since = at - self.window
         with self.store.reading() as cur:
             runs, versions = _unfinished(cur)
-            finished = _finished(cur, since)
+            finished = _finished(cur, since, at)
             oldest = _oldest_due(cur, versions, at)
             review_open, review_overdue = _open_reviews(cur, at)
-            tasks = _tasks_created(cur, since)
+            reviews, reviewed = _review_window(cur, since, at)
             workflows = sorted({w for w, _ in runs} | {w for w, _ in finished})
-            created = _created(cur, sorted(set(workflows) | {t.workflow for t in tasks}), since)
-            failed, recovered = _recovery(cur, since)
-        by_kind: dict[str, list[Any]] = defaultdict(list)
-        reviewed: dict[str, set[str]] = defaultdict(set)
-        for task in tasks:
-            by_kind[task.kind].append(task)
-            reviewed[task.workflow].add(task.run_id)
+            created = _created(cur, sorted(set(workflows) | set(reviewed)), since, at)
+            failed, recovered = _recovery(cur, since, at)
         return Figures(
             at=at,
             window=self.window,
@@ -155,7 +150,7 @@ class ClusterFigures:
             oldest_due=oldest,
             review_open=review_open,
             review_overdue=review_overdue,
-            reviews={kind: summarize(ts, kind, at) for kind, ts in by_kind.items()},
+            reviews=reviews,
             review_needed={w: min(1.0, len(reviewed[w]) / n) for w, n in created.items() if n > 0},
             failed_attempts=failed,
             recovered_attempts=recovered,
@@ -178,11 +173,14 @@ def _unfinished(cur: Cursor) -> tuple[dict[tuple[str, str], int], set[tuple[str,
     return dict(runs), claimable
 
 
-def _finished(cur: Cursor, since: float) -> dict[tuple[str, str], int]:
+def _finished(cur: Cursor, since: float, until: float) -> dict[tuple[str, str], int]:
+    # Bounded on both sides: SQLite then prefers surestep_runs_finished_recent (three
+    # ranges) to surestep_runs_by_state_workflow (every finished run).
     cur.execute(
         "SELECT workflow, state, COUNT(*) FROM surestep_runs"
-        f" WHERE state IN {_in(FINISHED)} AND updated_at >= ? GROUP BY workflow, state",
-        (since,),
+        f" WHERE state IN {_in(FINISHED)} AND updated_at BETWEEN ? AND ?"
+        " GROUP BY workflow, state",
+        (since, until),
     )
     return {(str(w), str(s)): int(n) for w, s, n in cur.fetchall()}
 
@@ -214,38 +212,84 @@ def _open_reviews(cur: Cursor, now: float) -> tuple[dict[str, int], dict[str, in
     return {str(k): int(n) for k, n, _ in rows}, {str(k): int(o or 0) for k, _, o in rows}
 
 
-def _tasks_created(cur: Cursor, since: float) -> list[Any]:
+def _review_window(
+    cur: Cursor, since: float, until: float
+) -> tuple[dict[str, ReviewStats], dict[str, set[str]]]:
+    """The figures of ``surestep.review.stats.summarize`` over the tasks created in the
+    window, aggregated in SQL: decoding every task's JSON would cost more than the rest
+    of a scrape together."""
+    window = "FROM surestep_review_tasks WHERE created_at BETWEEN ? AND ?"
+    proposed = "state = 'decided' AND proposal IS NOT NULL"
+    with_sla = "state = 'decided' AND sla IS NOT NULL"
+    overrides = ", ".join(f"'{o}'" for o in OVERRIDES)
     cur.execute(
-        f"SELECT {TASK_COLUMNS} FROM surestep_review_tasks WHERE created_at >= ?"
-        " ORDER BY created_at, id",
-        (since,),
+        "SELECT kind, COUNT(*),"
+        " SUM(CASE WHEN state = 'decided' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN state = 'expired' THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {proposed} THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {proposed} AND outcome IN ({overrides}) THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN level > 0 THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {with_sla} THEN 1 ELSE 0 END),"
+        f" SUM(CASE WHEN {with_sla} AND level = 0 AND decided_at <= due_at THEN 1 ELSE 0 END)"
+        f" {window} GROUP BY kind",
+        (since, until),
     )
-    return [task_from_row(row) for row in cur.fetchall()]
+    counts = {str(row[0]): [int(n or 0) for n in row[1:]] for row in cur.fetchall()}
+    cur.execute(
+        f"SELECT kind, workflow, run_id, decided_at - created_at {window}",
+        (since, until),
+    )
+    waits: dict[str, list[float]] = defaultdict(list)
+    reviewed: dict[str, set[str]] = defaultdict(set)
+    for kind, workflow, run_id, wait in cur.fetchall():
+        reviewed[str(workflow)].add(str(run_id))
+        if wait is not None:
+            waits[str(kind)].append(float(wait))
+    stats = {}
+    for kind, (total, decided, expired, prop, over, escalated, sla, on_time) in counts.items():
+        stats[kind] = ReviewStats(
+            kind=kind,
+            open=0,  # open and overdue are counted over every open task, not the window
+            overdue=0,
+            decided=decided,
+            expired=expired,
+            override_rate=_rate(over, prop),
+            escalation_rate=_rate(escalated, total),
+            sla_adherence=_rate(on_time, sla),
+            p50_seconds=percentile(waits[kind], 0.5),
+            p95_seconds=percentile(waits[kind], 0.95),
+        )
+    return stats, reviewed
 
 
-def _created(cur: Cursor, workflows: Sequence[str], since: float) -> dict[str, int]:
+def _rate(part: int, whole: int) -> float | None:
+    return None if whole == 0 else part / whole
+
+
+def _created(cur: Cursor, workflows: Sequence[str], since: float, until: float) -> dict[str, int]:
     if not workflows:
         return {}
     # One range of surestep_runs_by_workflow (workflow, created_at) each.
     one = (
-        "SELECT CAST(? AS TEXT), COUNT(*) FROM surestep_runs WHERE workflow = ? AND created_at >= ?"
+        "SELECT CAST(? AS TEXT), COUNT(*) FROM surestep_runs WHERE workflow = ?"
+        " AND created_at BETWEEN ? AND ?"
     )
     cur.execute(
         " UNION ALL ".join([one] * len(workflows)),
-        [p for w in workflows for p in (w, w, since)],
+        [p for w in workflows for p in (w, w, since, until)],
     )
     return {str(w): int(n) for w, n in cur.fetchall()}
 
 
-def _recovery(cur: Cursor, since: float) -> tuple[int, int]:
+def _recovery(cur: Cursor, since: float, until: float) -> tuple[int, int]:
     # A failed attempt is recovered when its step went on to succeed (a later attempt,
     # or a redrive's); the step row is one primary-key lookup per failed attempt.
     cur.execute(
         "SELECT COUNT(*), SUM(CASE WHEN s.state = 'success' THEN 1 ELSE 0 END)"
         " FROM surestep_attempts a JOIN surestep_steps s"
         " ON s.run_id = a.run_id AND s.position = a.position"
-        " WHERE a.finished_at >= ? AND a.state = 'failed'",
-        (since,),
+        " WHERE a.finished_at BETWEEN ? AND ? AND a.state = 'failed'",
+        (since, until),
     )
     failed, recovered = cur.fetchone()
     return int(failed or 0), int(recovered or 0)

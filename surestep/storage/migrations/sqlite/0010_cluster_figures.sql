@@ -1,9 +1,10 @@
 -- surestep schema 10: the cluster-wide figures (`surestep metrics`, `surestep stats`) read
 -- recent activity by time, so that a scrape costs what the window holds, not what the
--- tables hold. Finished runs by (finish time, workflow, state): the window's counts come
--- from this index alone (it also serves prune's range, like surestep_runs_finished).
-CREATE INDEX surestep_runs_finished_recent ON surestep_runs (updated_at, workflow, state)
+-- tables hold. Finished runs by (state, finish time, workflow): the window's counts are
+-- three index ranges, read from this index alone.
+CREATE INDEX surestep_runs_finished_recent ON surestep_runs (state, updated_at, workflow)
     WHERE state IN ('success', 'failed', 'cancelled');
--- Attempts by finish time: step durations, retries and auto-recovery over a window. One
+-- Attempts by finish time (and state, so failed ones are counted from the index alone):
+-- step durations, retries and auto-recovery over a window. One
 -- more index entry per attempt on the per-step write.
-CREATE INDEX surestep_attempts_by_finished ON surestep_attempts (finished_at);
+CREATE INDEX surestep_attempts_by_finished ON surestep_attempts (finished_at, state);
