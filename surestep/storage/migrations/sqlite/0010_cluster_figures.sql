@@ -1,8 +1,8 @@
 -- surestep schema 10: the cluster-wide figures (`surestep metrics`, `surestep stats`) read
 -- recent activity by time, so that a scrape costs what the window holds, not what the
--- tables hold. Finished runs by (state, finish time, workflow): the window's counts are
--- three index ranges, read from this index alone.
-CREATE INDEX surestep_runs_finished_recent ON surestep_runs (state, updated_at, workflow)
+-- tables hold. Finished runs by (finish time, workflow, state): the window's counts are
+-- one range of this index, read from it alone (it serves prune's range too).
+CREATE INDEX surestep_runs_finished_recent ON surestep_runs (updated_at, workflow, state)
     WHERE state IN ('success', 'failed', 'cancelled');
 -- Attempts by finish time (and state, so failed ones are counted from the index alone):
 -- step durations, retries and auto-recovery over a window. One
