@@ -282,14 +282,20 @@ def _created(cur: Cursor, workflows: Sequence[str], since: float, until: float) 
 
 
 def _recovery(cur: Cursor, since: float, until: float) -> tuple[int, int]:
-    # A failed attempt is recovered when its step went on to succeed (a later attempt,
-    # or a redrive's); the step row is one primary-key lookup per failed attempt.
+    """(failed attempts, failed attempts recovered), from the attempts index alone.
+
+    A step that succeeds at attempt N recovered the N - 1 failed attempts before it
+    (attempt numbers go on across a redrive), so the recovered ones are counted when the
+    recovery happens, not by a join from each failure to its step: that join cost a
+    lookup per failure, ~3 us each on PostgreSQL. At the window's edges the two sides may
+    count different failures; the ratio is capped at 1.
+    """
     cur.execute(
-        "SELECT COUNT(*), SUM(CASE WHEN s.state = 'success' THEN 1 ELSE 0 END)"
-        " FROM surestep_attempts a JOIN surestep_steps s"
-        " ON s.run_id = a.run_id AND s.position = a.position"
-        " WHERE a.finished_at BETWEEN ? AND ? AND a.state = 'failed'",
+        "SELECT SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN state = 'success' THEN attempt - 1 ELSE 0 END)"
+        " FROM surestep_attempts WHERE finished_at BETWEEN ? AND ?"
+        " AND (state = 'failed' OR attempt > 1)",
         (since, until),
     )
     failed, recovered = cur.fetchone()
-    return int(failed or 0), int(recovered or 0)
+    return int(failed or 0), min(int(recovered or 0), int(failed or 0))

@@ -4,7 +4,7 @@
 -- one range of this index, read from it alone (it serves prune's range too).
 CREATE INDEX surestep_runs_finished_recent ON surestep_runs (updated_at, workflow, state)
     WHERE state IN ('success', 'failed', 'cancelled');
--- Attempts by finish time (and state, so failed ones are counted from the index alone):
--- step durations, retries and auto-recovery over a window. One
--- more index entry per attempt on the per-step write.
-CREATE INDEX surestep_attempts_by_finished ON surestep_attempts (finished_at, state);
+-- Attempts by finish time, with their state and number, so that failures and recoveries
+-- over a window are counted from the index alone: step durations, retries and
+-- auto-recovery. One more index entry per attempt on the per-step write.
+CREATE INDEX surestep_attempts_by_finished ON surestep_attempts (finished_at, state, attempt);
