@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, review, runs, serve, users, versions, worker
+from surestep.cli import admin, observe, review, runs, serve, users, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -39,6 +39,7 @@ admin.register(app)
 review.register(app)
 users.register(app)
 serve.register(app)
+observe.register(app)
 
 
 def main() -> None:

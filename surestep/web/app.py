@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 import surestep.web.errors as errors
 from surestep.app import App
+from surestep.web.api.metrics import router as metrics_router
 from surestep.web.api.reviews import router as reviews_router
 from surestep.web.api.runs import router as runs_router
 from surestep.web.api.users import router as users_router
@@ -36,6 +37,7 @@ def create_app(app: App) -> FastAPI:
     errors.install(api)
     for router in (reviews_router, runs_router, users_router):
         api.include_router(router, prefix="/api")
+    api.include_router(metrics_router)  # at /metrics, where Prometheus looks
 
     @api.get("/api/openapi.json", include_in_schema=False)
     def openapi(user: Caller) -> dict[str, Any]:

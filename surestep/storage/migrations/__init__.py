@@ -63,6 +63,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         8: "surestep_review_tasks",
         9: "surestep_users",
         10: "surestep_run_traces",
+        11: "surestep_attempts_by_finished",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
