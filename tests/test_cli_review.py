@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from test_review import rewrite_decisions
 from typer.testing import CliRunner, Result
 
 import surestep
@@ -360,18 +361,7 @@ def test_audit_verify_clean_then_tampered(desk: Desk) -> None:
     assert ok(clean) == "2 decision record(s) checked: the log is intact\n"
     assert ok(invoke(desk, "audit", "verify", "inv-1")).startswith("1 decision record(s)")
 
-    with desk.app.store.transaction() as cur:
-        if desk.url.startswith("sqlite"):
-            cur.execute("DROP TRIGGER surestep_review_decisions_no_update")
-        else:
-            cur.execute(
-                "ALTER TABLE surestep_review_decisions DISABLE TRIGGER"
-                " surestep_review_decisions_append_only"
-            )
-        cur.execute(
-            "UPDATE surestep_review_decisions SET record = REPLACE(record, 'alice', 'mallory')"
-            " WHERE run_id = 'inv-1'"
-        )
+    rewrite_decisions(desk.app, desk.url, "alice", "mallory", run_id="inv-1")
     tampered = invoke(desk, "audit", "verify")
     assert tampered.exit_code == 1
     assert "run inv-1 record 1: was changed after it was written" in tampered.stdout

@@ -61,6 +61,24 @@ def invoice_app(app: App, calls: list[str], **review: object) -> None:
         return {"outcome": decision.outcome, "booked": book(decision.data.vendor)}
 
 
+def rewrite_decisions(app: App, db_url: str, old: str, new: str, run_id: str = "%") -> None:
+    """Edit stored decision records behind surestep's back, as someone with write access
+    to the database would: the append-only trigger dropped (disabled on PostgreSQL)."""
+    with app.store.transaction() as cur:
+        if db_url.startswith("sqlite"):
+            cur.execute("DROP TRIGGER surestep_review_decisions_no_update")
+        else:
+            cur.execute(
+                "ALTER TABLE surestep_review_decisions DISABLE TRIGGER"
+                " surestep_review_decisions_append_only"
+            )
+        cur.execute(
+            "UPDATE surestep_review_decisions SET record = REPLACE(record, ?, ?)"
+            " WHERE run_id LIKE ?",
+            (old, new, run_id),
+        )
+
+
 def parked(app: App, run_id: str) -> None:
     drive(app, until=lambda: app.handle(run_id).state == State.NEEDS_REVIEW)
 
@@ -403,17 +421,7 @@ def test_the_decision_log_verifies_and_a_tampered_record_is_reported(app: App, d
     [task] = app.reviews.list()
     app.reviews.decide(task.id, "approve", by="alice")
     assert app.reviews.verify() == (1, [])
-    with app.store.transaction() as cur:
-        if db_url.startswith("sqlite"):
-            cur.execute("DROP TRIGGER surestep_review_decisions_no_update")
-        else:
-            cur.execute(
-                "ALTER TABLE surestep_review_decisions DISABLE TRIGGER"
-                " surestep_review_decisions_append_only"
-            )
-        cur.execute(
-            "UPDATE surestep_review_decisions SET record = REPLACE(record, 'alice', 'mallory')"
-        )
+    rewrite_decisions(app, db_url, "alice", "mallory")
     checked, problems = app.reviews.verify("inv-t")
     assert checked == 1 and [p.message for p in problems] == [
         "was changed after it was written (hash mismatch)",
