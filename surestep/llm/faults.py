@@ -1,0 +1,83 @@
+"""What can go wrong in a model call, each with its own type and default class.
+
+A fault is *transient* (timeouts, connection errors, 5xx, 429: the same call may work
+later, so the step is retried with a durable backoff, after ``Retry-After`` for a 429),
+*rejected* (other 4xx, a context too long: this model will not take this request, so the
+next model of the chain is tried), or *invalid* (a reply that fails the schema after
+every repair: also the next model). Users reclassify with ``classify=`` on the step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from surestep.errors import SurestepError
+
+Fault = Literal["timeout", "connection", "server_error", "rate_limited", "rejected", "invalid"]
+
+#: Faults that a later attempt of the same call may not meet.
+TRANSIENT: frozenset[str] = frozenset({"timeout", "connection", "server_error", "rate_limited"})
+
+
+class ModelError(SurestepError):
+    """A model call failed. ``fault`` says how; ``status`` is the HTTP status, if any;
+    ``retry_after`` is the seconds the provider asked to wait (429), if it said."""
+
+    code = "model_error"
+    fault: Fault = "rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ModelTimeoutError(ModelError):
+    code = "model_timeout"
+    fault: Fault = "timeout"
+
+
+class ModelConnectionError(ModelError):
+    code = "model_connection"
+    fault: Fault = "connection"
+
+
+class ModelServerError(ModelError):
+    code = "model_server_error"
+    fault: Fault = "server_error"
+
+
+class ModelRateLimitedError(ModelError):
+    code = "model_rate_limited"
+    fault: Fault = "rate_limited"
+
+
+class ModelRequestError(ModelError):
+    """The provider refused the request (400, 401, 403, 404, 422, context too long)."""
+
+    code = "model_request_rejected"
+    fault: Fault = "rejected"
+
+
+class ModelOutputError(ModelError):
+    """The reply did not satisfy the schema, after every repair."""
+
+    code = "model_output_invalid"
+    fault: Fault = "invalid"
+
+
+def fault_for_status(status: int) -> type[ModelError]:
+    """The fault type of an HTTP error status."""
+    if status == 429:
+        return ModelRateLimitedError
+    if status >= 500 or status in (408, 409):
+        return ModelServerError
+    return ModelRequestError
