@@ -8,6 +8,7 @@ for in the run's trace.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -81,12 +82,15 @@ class AnthropicProvider:
     def _build(self) -> anthropic.Anthropic:
         import anthropic
 
+        options: dict[str, Any] = {}
+        if "open_telemetry" in inspect.signature(anthropic.Anthropic).parameters:
+            options["open_telemetry"] = False  # an option of recent SDKs only
         return anthropic.Anthropic(
             api_key=read_api_key(self.name, self.api_key_env),
             base_url=self.base_url,
             max_retries=0,
             default_headers=self._headers or None,
-            open_telemetry=False,
+            **options,
         )
 
     def complete(self, request: ChatRequest) -> ChatResponse:

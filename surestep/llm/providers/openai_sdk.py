@@ -166,17 +166,20 @@ class OpenAIProvider:
             }
         if request.temperature is not None:
             arguments["temperature"] = request.temperature
+        if request.logprobs:
+            arguments["logprobs"] = True
+        # extra_body reaches the JSON body as is, whether this SDK version knows the
+        # key or not: params (vLLM's guided_json, top_k, seed), and max_completion_tokens,
+        # which openai SDKs before 1.45 do not take as an argument.
+        body: dict[str, Any] = {}
         if request.max_tokens is not None:
             # OpenAI's newer models take only max_completion_tokens; compatible
             # servers know max_tokens (some know nothing else).
             key = "max_completion_tokens" if self.kind == "openai" else "max_tokens"
-            arguments[key] = request.max_tokens
-        if request.logprobs:
-            arguments["logprobs"] = True
-        if request.params:
-            # extra_body: every key reaches the JSON body as is, known to this SDK
-            # version or not (vLLM's guided_json, top_k, seed).
-            arguments["extra_body"] = dict(request.params)
+            body[key] = request.max_tokens
+        body.update(request.params)
+        if body:
+            arguments["extra_body"] = body
         return arguments
 
     def _response(self, request: ChatRequest, completion: ChatCompletion) -> ChatResponse:
