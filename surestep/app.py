@@ -124,7 +124,9 @@ class App(LLMMethods):
         self.wakers.wake_all()
 
     def close(self) -> None:
-        """Close the database connection(s)."""
+        """Close the database connection(s) and the model providers' clients."""
+        if self._llm is not None:
+            self._llm.close()
         if self._store is not None:
             self._store.close()
             self._store = None

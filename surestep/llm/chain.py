@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+import surestep.llm.confidence as conf
 from surestep.hooks import Hooks
-from surestep.llm import confidence as conf
 from surestep.llm.faults import (
     TRANSIENT,
     BudgetExceededError,

@@ -15,8 +15,8 @@ from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter
 
+import surestep.llm.confidence as conf
 from surestep.errors import ConfigurationError
-from surestep.llm import confidence as conf
 from surestep.llm.chain import Plan
 from surestep.llm.faults import ModelError
 from surestep.llm.kit import LLMKit

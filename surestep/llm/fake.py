@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from surestep.llm import faults
+import surestep.llm.faults as faults
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
 _FAULTS: dict[str, type[faults.ModelError]] = {

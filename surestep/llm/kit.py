@@ -11,7 +11,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from surestep.errors import ConfigurationError
 from surestep.llm.ledger import CallLedger
@@ -96,10 +96,8 @@ class LLMKit:
                     name, base_url, api_key_env or "ANTHROPIC_API_KEY"
                 )
             else:
-                default_pricing = "openai" if kind == "openai" else None
-                self._providers[name] = _openai(
-                    name, kind, base_url, api_key_env, pricing_id or default_pricing
-                )
+                key_env = api_key_env or ("OPENAI_API_KEY" if kind == "openai" else None)
+                self._providers[name] = _openai(name, kind, base_url, key_env, pricing_id)
 
     def rate_limit(self, model: str, *, rpm: int | None = None, tpm: int | None = None) -> None:
         """Cap calls to ``model`` ("provider:model") across every worker process."""
@@ -119,6 +117,15 @@ class LLMKit:
         self.prices.set_price(
             model, input_per_mtok=float(input_per_mtok), output_per_mtok=float(output_per_mtok)
         )
+
+    def close(self) -> None:
+        """Close the providers' HTTP clients."""
+        with self._lock:
+            providers = list(self._providers.values())
+        for provider in providers:
+            closing = getattr(provider, "close", None)
+            if callable(closing):
+                closing()
 
     # -- using -------------------------------------------------------------------------
 
@@ -164,8 +171,13 @@ def _openai(
 ) -> Provider:
     from surestep.llm.providers.openai_sdk import OpenAIProvider
 
+    chosen: dict[str, Any] = {} if pricing_id is None else {"pricing_id": pricing_id}
     return OpenAIProvider(
-        name, kind=kind, base_url=base_url, api_key_env=api_key_env, pricing_id=pricing_id
+        name,
+        kind="openai" if kind == "openai" else "openai-compatible",
+        base_url=base_url,
+        api_key_env=api_key_env,
+        **chosen,
     )
 
 
