@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 import surestep.llm.confidence as conf
 from surestep.hooks import Hooks
+from surestep.llm.cache import ResponseCache, cache_key
 from surestep.llm.faults import (
     TRANSIENT,
     BudgetExceededError,
@@ -31,6 +32,7 @@ from surestep.llm.faults import (
 )
 from surestep.llm.kit import LLMKit
 from surestep.llm.ledger import ModelCall
+from surestep.llm.limits import Admitted, RateLedger
 from surestep.llm.structured import Invalid, digest, parse, repair
 from surestep.llm.types import ChatRequest, ChatResponse, Message, Provider, Usage
 
@@ -233,14 +235,12 @@ def _estimate(request: ChatRequest) -> Usage:
     return Usage(chars // 4 + 1, request.max_tokens or DEFAULT_OUTPUT_ESTIMATE)
 
 
-def _reserve(attempt: _Attempt, ref: str, request: ChatRequest) -> int | None:
+def _reserve(attempt: _Attempt, ref: str, request: ChatRequest) -> str | None:
     """Take a place under the model's shared rate limit; None when it has none."""
     kit = attempt.kit
     limit = kit.limits.get(ref)
     if limit is None:
         return None
-    from surestep.llm.limits import Admitted
-
     tokens = _estimate(request).total
     waited = 0.0
     while True:
@@ -248,7 +248,7 @@ def _reserve(attempt: _Attempt, ref: str, request: ChatRequest) -> int | None:
             ref, rpm=limit.rpm, tpm=limit.tpm, tokens=tokens, now=kit.clock.now()
         )
         if isinstance(verdict, Admitted):
-            return int(verdict.reservation_id)
+            return verdict.reservation_id
         wait = float(verdict.seconds)
         if waited + wait > MAX_LOCAL_WAIT:
             raise ModelRateLimitedError(
@@ -261,21 +261,17 @@ def _reserve(attempt: _Attempt, ref: str, request: ChatRequest) -> int | None:
         waited += wait
 
 
-def _limits(kit: LLMKit) -> Any:
-    from surestep.llm.limits import RateLedger
+def _limits(kit: LLMKit) -> RateLedger:
 
     return RateLedger(kit.store)
 
 
-def _cache(kit: LLMKit) -> Any:
-    from surestep.llm.cache import ResponseCache
+def _cache(kit: LLMKit) -> ResponseCache:
 
     return ResponseCache(kit.store)
 
 
 def _cache_key(ref: str, request: ChatRequest) -> str:
-    from surestep.llm.cache import cache_key
-
     params = {
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,

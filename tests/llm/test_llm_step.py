@@ -336,3 +336,26 @@ def test_bad_settings_fail_at_declaration(
     app = App(f"sqlite:///{tmp_path}/x.db")
     with pytest.raises(ConfigurationError, match=message):
         setup(app, FakeLLM(), **settings)
+
+
+def test_a_shared_rate_limit_defers_the_call_durably(app: App, clock: FakeClock) -> None:
+    fake = FakeLLM(respond=lambda request: GOOD)
+    setup(app, fake)
+    app.rate_limit("fake:big", rpm=2)
+    handles = [app.start("invoice", f"doc-{n}") for n in range(3)]
+    drive(app, until=lambda: all(h.state == State.SUCCESS for h in handles))
+    assert len(fake.requests) == 3  # the refused place was no call
+    starts = sorted(c.started_at for h in handles for c in app.llm.ledger.calls(h.id))
+    assert starts[2] - starts[0] >= 60  # the third waited for the window to move on
+    attempts = sorted(app.get_run(h.id).steps[0].attempts for h in handles)
+    assert attempts == [1, 1, 2]
+
+
+def test_rate_limit_settings_are_checked(app: App) -> None:
+    setup(app, FakeLLM())
+    with pytest.raises(ConfigurationError, match="give rpm= and/or tpm="):
+        app.rate_limit("fake:big")
+    with pytest.raises(ConfigurationError, match="rpm must be an int >= 1"):
+        app.rate_limit("fake:big", rpm=0)
+    with pytest.raises(ConfigurationError, match="no provider named 'elsewhere'"):
+        app.rate_limit("elsewhere:x", rpm=5)
