@@ -21,7 +21,6 @@ from tests.fakes.model_servers import (
     FakeModelServer,
     Reply,
     anthropic_error,
-    anthropic_message,
     openai_completion,
     openai_error,
 )
