@@ -116,16 +116,20 @@ def _try_model(attempt: _Attempt, ref: str, messages: list[Message]) -> Answer |
     """One model with its repairs: its answer, or None to go on to the next model."""
     plan = attempt.plan
     provider, model = attempt.kit.resolve(ref)
+    first_key: str | None = None
     for _ in range(plan.max_repairs + 1):
         try:
-            response, cached, started, latency = _call(attempt, ref, provider, model, messages)
+            response, cached, timing, key = _call(attempt, ref, provider, model, messages)
         except ModelError as exc:
             error = _classified(plan, exc)
             attempt.failures.append((ref, error.fault, str(error)))
             if error.fault in TRANSIENT and not plan.fallback_on_transient:
                 raise error from exc
             return None
-        record = _Record(attempt, ref, messages, response, cached, started, latency)
+        # The answer is cached under the model's first request, which is what an
+        # identical request will ask again.
+        first_key = key if first_key is None else first_key
+        record = _Record(attempt, ref, messages, response, cached, timing, first_key)
         try:
             value = _value(plan, response.text)
         except Invalid as problem:
@@ -156,6 +160,11 @@ def _judge(
             attempt.doubtful = Answer(output, record.ref, score, record.prompt_hash, "review")
         return None
     record.write("ok" if route == "accept" else "review", confidence=score, chosen=True)
+    if route == "accept" and record.cache_key is not None and not record.cached:
+        # Only an answer that was used is worth giving again.
+        kit = attempt.kit
+        ttl = plan.cache_ttl or 0.0
+        _cache(kit).put(record.cache_key, json.dumps(response.text), now=kit.clock.now(), ttl=ttl)
     return answer
 
 
@@ -175,9 +184,10 @@ def _classified(plan: Plan, error: ModelError) -> ModelError:
 
 def _call(
     attempt: _Attempt, ref: str, provider: Provider, model: str, messages: list[Message]
-) -> tuple[ChatResponse, bool, float, float]:
+) -> tuple[ChatResponse, bool, tuple[float, float], str | None]:
     """Make one call (or answer it from the cache): the response, whether it was cached,
-    when it started and how long it took. A faulted call is recorded here."""
+    when it started and how long it took, and its cache key. A faulted call is recorded
+    here."""
     kit, plan = attempt.kit, attempt.plan
     request = ChatRequest(
         model=model,
@@ -194,23 +204,21 @@ def _call(
     cached = None if key is None else _cache(kit).get(key, kit.clock.now())
     started = kit.clock.now()
     if cached is not None:
-        return ChatResponse(cached, Usage(), "cached", model), True, started, 0.0
+        text = json.loads(cached)
+        return ChatResponse(text, Usage(), "cached", model), True, (started, 0.0), key
     _check_budget(attempt, ref, provider, request)
     reservation = _reserve(attempt, ref, request)
     began = time.monotonic()
     try:
         response = provider.complete(request)
     except ModelError as exc:
-        _Record(attempt, ref, messages, None, False, started, time.monotonic() - began).write(
-            exc.fault, error=str(exc)
-        )
+        timing = (started, time.monotonic() - began)
+        _Record(attempt, ref, messages, None, False, timing, key).write(exc.fault, error=str(exc))
         raise
     latency = time.monotonic() - began
     if reservation is not None:
         _limits(kit).reconcile(reservation, response.usage.total)
-    if key is not None:
-        _cache(kit).put(key, response.text, now=kit.clock.now(), ttl=plan.cache_ttl or 0)
-    return response, False, started, latency
+    return response, False, (started, latency), key
 
 
 def _check_budget(attempt: _Attempt, ref: str, provider: Provider, request: ChatRequest) -> None:
@@ -298,11 +306,12 @@ class _Record:
         messages: list[Message],
         response: ChatResponse | None,
         cached: bool,
-        started: float,
-        latency: float,
+        timing: tuple[float, float],
+        cache_key: str | None,
     ) -> None:
         self.attempt, self.ref, self.response = attempt, ref, response
-        self.cached, self.started, self.latency = cached, started, latency
+        self.cached, self.cache_key = cached, cache_key
+        self.started, self.latency = timing
         self.prompt_hash = digest(messages)
 
     def write(

@@ -20,11 +20,16 @@ from surestep.states import SETTLED, State
 
 if TYPE_CHECKING:
     from surestep.engine.context import StepContext
+    from surestep.llm.ledger import ModelCall
 
 #: Step attempts run from milliseconds (a local call) to minutes (an LLM, a batch job).
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: Claim lag: how long a due run waited for a worker (a slot or a poll).
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+#: Model calls: from a cached answer (0) to a slow model with a long reply.
+MODEL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+#: Tokens per call, in powers of 4 (OpenTelemetry's GenAI conventions suggest these).
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)
 #: Distinct error type names kept per (workflow, step); beyond, they count as "other",
 #: so a library raising dynamically named exceptions cannot grow the series without end.
 MAX_ERROR_NAMES = 20
@@ -73,6 +78,7 @@ class WorkerMetrics:
             ("workflow", "state"),
             registry=self.registry,
         )
+        self._model_series()
         self.slots = Gauge(
             "surestep_worker_slots",
             "Run slots of this process's workers, busy or free.",
@@ -83,6 +89,46 @@ class WorkerMetrics:
         self._lock = threading.Lock()
 
     # -- hooks -------------------------------------------------------------------------
+
+    def _model_series(self) -> None:
+        """The model-call series (OpenTelemetry GenAI names where there is one)."""
+        self.model_tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per model call, by model and type (input, output).",
+            ("model", "type"),
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "Duration of model calls, by model.",
+            ("model",),
+            buckets=MODEL_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_calls = Counter(
+            "surestep_llm_calls",
+            "Model calls, by model and outcome (ok, review, invalid, low_confidence, or a"
+            " fault such as timeout or rate_limited).",
+            ("model", "workflow", "outcome"),
+            registry=self.registry,
+        )
+        self.model_cost = Counter(
+            "surestep_llm_cost_usd",
+            "What model calls cost in USD, used or not, by model and workflow.",
+            ("model", "workflow"),
+            registry=self.registry,
+        )
+
+    def on_model_call(self, call: ModelCall) -> None:
+        model = call.model_ref
+        self.model_calls.labels(model, call.workflow, call.outcome).inc()
+        if call.cached:
+            return  # no call was made: no tokens, no time, no cost
+        self.model_duration.labels(model).observe(call.latency)
+        self.model_tokens.labels(model, "input").observe(call.input_tokens)
+        self.model_tokens.labels(model, "output").observe(call.output_tokens)
+        self.model_cost.labels(model, call.workflow).inc(call.cost_usd)
 
     def after_step(self, step: StepContext, state: State, seconds: float) -> None:
         outcome = str(state)

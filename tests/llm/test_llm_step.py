@@ -359,3 +359,24 @@ def test_rate_limit_settings_are_checked(app: App) -> None:
         app.rate_limit("fake:big", rpm=0)
     with pytest.raises(ConfigurationError, match="no provider named 'elsewhere'"):
         app.rate_limit("elsewhere:x", rpm=5)
+
+
+def test_model_calls_feed_the_worker_metrics(app: App) -> None:
+    from surestep.observe.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    app.hooks.subscribe(metrics)
+    fake = FakeLLM()
+    setup(app, fake, cache_ttl=timedelta(hours=1))
+    fake.reply("{", model="big").reply(GOOD, model="big")
+    run_workflow(app, "invoice", "doc-1")
+    run_workflow(app, "invoice", "doc-1")  # answered from the cache
+    value = metrics.registry.get_sample_value
+    labels = {"model": "fake:big", "workflow": "invoice"}
+    assert value("surestep_llm_calls_total", {**labels, "outcome": "invalid"}) == 1
+    assert value("surestep_llm_calls_total", {**labels, "outcome": "ok"}) == 2
+    assert value("surestep_llm_cost_usd_total", labels) == pytest.approx(0.04)
+    tokens = {"model": "fake:big", "type": "input"}
+    assert value("gen_ai_client_token_usage_count", tokens) == 2  # the cached one: none
+    assert value("gen_ai_client_token_usage_sum", tokens) == 20
+    assert value("gen_ai_client_operation_duration_seconds_count", {"model": "fake:big"}) == 2
