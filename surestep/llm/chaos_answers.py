@@ -17,6 +17,7 @@ import json
 import math
 import random
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +59,10 @@ def split_tokens(text: str) -> list[str]:
 
 
 def text_answer(rng: random.Random, messages: list[dict[str, Any]]) -> str:
-    """A plain-text reply: a one-sentence "summary" made of the prompt's words."""
-    words = prompt_words(messages)
-    picked = [rng.choice(words) for _ in range(rng.randint(6, 14))]
-    return f"Summary: {' '.join(picked)}."
+    """A plain-text reply: a one-sentence "summary", some of the prompt's words in order."""
+    words = list(dict.fromkeys(prompt_words(messages)))  # distinct, in the prompt's order
+    keep = sorted(rng.sample(range(len(words)), min(len(words), rng.randint(5, 12))))
+    return f"Summary: {' '.join(words[i] for i in keep)}."
 
 
 @dataclass
@@ -170,14 +171,22 @@ def _object(draft: _Draft, schema: dict[str, Any], depth: int) -> dict[str, Any]
 
 
 def _array(draft: _Draft, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
+    fixed = schema.get("prefixItems") or schema.get("items")
+    if isinstance(fixed, list):  # a tuple: one schema per position
+        return [_value(draft, item, name, depth + 1) for item in fixed]
     low = int(schema.get("minItems", 0 if depth >= _MAX_DEPTH else 1))
-    high = max(low, int(schema.get("maxItems", max(low, 3))))
-    if depth >= _MAX_DEPTH:
-        high = low
+    high = low if depth >= _MAX_DEPTH else max(low, int(schema.get("maxItems", max(low, 3))))
     items = schema.get("items") or {"type": "string"}
-    if isinstance(items, list):  # the old tuple form
-        return [_value(draft, item, name, depth + 1) for item in items]
-    return [_value(draft, items, name, depth + 1) for _ in range(draft.rng.randint(low, high))]
+    count = draft.rng.randint(low, high)
+    result: list[Any] = []
+    # uniqueItems (a set): draw until the values differ; a few spares, as words repeat.
+    for _ in range(count * 20 if schema.get("uniqueItems") else count):
+        value = _value(draft, items, name, depth + 1)
+        if not schema.get("uniqueItems") or value not in result:
+            result.append(value)
+        if len(result) == count:
+            break
+    return result
 
 
 def _number(draft: _Draft, schema: dict[str, Any], integer: bool, name: str) -> int | float:
@@ -309,3 +318,90 @@ def logprobs(rng: random.Random, text: str, low: bool) -> list[dict[str, Any]]:
 def dumps(value: Any) -> str:
     """The JSON text of an answer, compact the way models write it."""
     return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class Completion:
+    """A 200 answer's body, and the fault it carries (None: a clean answer)."""
+
+    body: dict[str, Any]
+    fault: str | None
+    note: str  # for the fault's printed line
+
+
+def completion(
+    request: dict[str, Any], fault: str | None, rng: random.Random, fault_rng: random.Random
+) -> Completion:
+    """The chat-completion answer to ``request``: clean, or carrying ``fault`` if it is a
+    content fault. ``rng`` is the answer's (keyed by seed, messages and model) and
+    ``fault_rng`` the fault's (which variant of broken JSON, which field drifts)."""
+    model, messages = str(request["model"]), request["messages"]
+    text, finish, fault, note = _content(request, fault, rng, fault_rng)
+    max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
+    if isinstance(max_tokens, int) and 0 < max_tokens < count_tokens(text):
+        text, finish = "".join(split_tokens(text)[:max_tokens]), "length"
+    prompt_text = " ".join(str(m.get("content", "")) for m in messages)
+    completion_tokens = count_tokens(text)
+    prompt_tokens = count_tokens(prompt_text) + 3 * len(messages)  # + each message's role
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "finish_reason": finish,
+        "logprobs": None,
+    }
+    if request.get("logprobs"):
+        low = fault == "low_confidence"
+        choice["logprobs"] = {"content": logprobs(rng, text, low)}
+    body = {
+        "id": f"chatcmpl-chaos-{fault_rng.getrandbits(48):012x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "system_fingerprint": "surestep-chaos",
+    }
+    return Completion(body, fault, note or f"finish={finish}")
+
+
+def _content(
+    request: dict[str, Any], fault: str | None, rng: random.Random, fault_rng: random.Random
+) -> tuple[str, str, str | None, str]:
+    """The answer's text, finish reason, the fault it really carries, and a note.
+
+    A content fault the request gives no way to see (broken JSON or drift in a free-text
+    answer; a low confidence with neither a confidence field nor logprobs) is not
+    injected: the answer is clean, and counted so."""
+    messages = request["messages"]
+    wants_json, schema = _schema_of(request)
+    low = fault == "low_confidence"
+    if not wants_json:
+        visible = low and bool(request.get("logprobs"))
+        return text_answer(rng, messages), "stop", fault if visible else None, ""
+    value, has_confidence = json_answer(
+        rng, messages, schema, LOW_CONFIDENCE if low else HIGH_CONFIDENCE
+    )
+    if fault == "schema_drift":
+        value = drifted(fault_rng, value, schema)
+    text, finish, note = dumps(value), "stop", ""
+    if fault == "bad_json":
+        text, truncated = broken_json(fault_rng, text)
+        finish = "length" if truncated else finish
+    if low:
+        note = f"confidence={value.get('confidence')}" if isinstance(value, dict) else ""
+        fault = fault if has_confidence or request.get("logprobs") else None
+    return text, finish, fault, note
+
+
+def _schema_of(request: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the request wants JSON, and the JSON Schema it gave (if any)."""
+    response_format = request.get("response_format") or {}
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return True, schema if isinstance(schema, dict) else None
+    return kind == "json_object", None
