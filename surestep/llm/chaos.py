@@ -150,10 +150,14 @@ class ChaosModel:
         with self._lock:
             seen = self._counts.seen.get(key, 0)
             self._counts.seen[key] = seen + 1
-            self._counts.requests += 1
         fault, rng = draw_fault(self.config, key, seen)
-        reply = self._reply(body, fault, rng)
+        try:
+            reply = self._reply(body, fault, rng)
+        except ValueError as exc:  # a schema the answers cannot follow
+            self.count_bad_request()
+            return error_reply(400, str(exc), "invalid_request_error")
         with self._lock:
+            self._counts.requests += 1
             if reply.fault:
                 self._counts.faults[reply.fault] += 1
             else:

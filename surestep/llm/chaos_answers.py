@@ -92,6 +92,11 @@ def json_answer(
 
 
 def _value(draft: _Draft, schema: dict[str, Any], name: str, depth: int) -> Any:
+    if depth > 8 * _MAX_DEPTH:
+        raise ValueError(
+            "the chaos model cannot answer this schema: it requires an endless value "
+            "(a required field that recurses without a null or an empty list)"
+        )
     schema = _resolved(draft, schema)
     if "const" in schema:
         return schema["const"]

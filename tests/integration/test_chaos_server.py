@@ -365,10 +365,21 @@ def test_bad_requests_get_openai_style_errors(serve: Any) -> None:
         assert "not JSON" in broken.json()["error"]["message"]
         empty = http.post(f"{server.url}/chat/completions", json={"model": "m"})
         assert empty.status_code == 400 and "messages" in empty.json()["error"]["message"]
+        endless = {
+            "$defs": {"L": {"properties": {"next": {"$ref": "#/$defs/L"}}, "required": ["next"]}}
+        }
+        endless |= {"$ref": "#/$defs/L"}
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        for schema, problem in [(endless, "endless"), ({"$ref": "#/$defs/Gone"}, "Gone")]:
+            fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+            refused = http.post(
+                f"{server.url}/chat/completions", json=body | {"response_format": fmt}
+            )
+            assert refused.status_code == 400 and problem in refused.json()["error"]["message"]
         nowhere = http.get(f"{root}/v2/engines")
         assert nowhere.status_code == 404
         assert nowhere.json()["error"]["type"] == "not_found"
-    assert server.stats()["bad_requests"] == 2 and server.stats()["requests"] == 0
+    assert server.stats()["bad_requests"] == 4 and server.stats()["requests"] == 0
 
 
 def test_rates_outside_0_to_1_or_summing_over_1_are_refused() -> None:
