@@ -1,14 +1,19 @@
 """What the chaos model says: deterministic answers, and the faulty variants of them.
 
-Every function here is pure: it takes a seeded :class:`random.Random` and returns text or
-JSON, so the same seed and request give the same answer on every machine and run. The
-HTTP side (:mod:`surestep.llm.chaos`) decides *which* answer a request gets.
+Every function here takes a seeded :class:`random.Random` and returns text or JSON, so
+the same seed and request give the same answer on every machine and run (only a reply's
+``created`` timestamp is the clock's). The HTTP side (:mod:`surestep.llm.chaos`) decides
+*which* answer a request gets.
 
 A JSON answer is built from the request's JSON Schema (the shape pydantic's
-``model_json_schema()`` produces): objects, strings made of the prompt's words, integers,
-numbers within their bounds, booleans, enums, arrays, ``$ref`` into ``$defs``, ``anyOf``
-(nullable fields, pydantic's ``Decimal``). A number named ``confidence`` gets a value in
-the answer's confidence range: high on clean answers, low on the low-confidence fault.
+``model_json_schema()`` produces): objects (required and some optional properties),
+strings made of the prompt's words (or dates, emails, URIs, UUIDs by ``format``; length
+bounds kept), integers and numbers within their bounds, booleans, enums and consts,
+arrays (tuples by ``prefixItems``, sets by ``uniqueItems``), ``$ref`` into ``$defs``,
+``anyOf``/``oneOf`` (nullable fields, unions, pydantic's ``Decimal``) and ``allOf``. A
+``pattern`` is honoured only where it is numeric (``Decimal``'s); other patterns are not.
+A number named ``confidence`` gets a value in the answer's confidence range: high on clean
+answers, low on the low-confidence fault (a percent when the field is an integer).
 """
 
 from __future__ import annotations
@@ -48,13 +53,13 @@ def prompt_words(messages: list[dict[str, Any]]) -> list[str]:
 
 
 def count_tokens(text: str) -> int:
-    """A stand-in for a tokenizer: one token per word or punctuation run."""
+    """A stand-in for a tokenizer: one token per run of non-space characters."""
     return len(_TOKEN.findall(text))
 
 
 def split_tokens(text: str) -> list[str]:
     """The text as the tokens :func:`count_tokens` counts; joined, they give the text back
-    (less any leading whitespace before the first token)."""
+    (less any whitespace at its end)."""
     return _TOKEN.findall(text)
 
 
