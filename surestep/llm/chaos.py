@@ -163,7 +163,8 @@ class ChaosModel:
             else:
                 self._counts.clean += 1
         if reply.fault and self._echo:
-            self._echo(f"chaos: {reply.fault:<14} {reply.note} request={key[:10]} seen={seen}")
+            where = f"model={body['model']} request={key[:10]} seen={seen}"
+            self._echo(f"chaos: {reply.fault:<14} {reply.note} {where}")
         return reply
 
     def _reply(self, body: dict[str, Any], fault: str | None, rng: random.Random) -> Reply:

@@ -10,8 +10,9 @@ A JSON answer is built from the request's JSON Schema (the shape pydantic's
 strings made of the prompt's words (or dates, emails, URIs, UUIDs by ``format``; length
 bounds kept), integers and numbers within their bounds, booleans, enums and consts,
 arrays (tuples by ``prefixItems``, sets by ``uniqueItems``), ``$ref`` into ``$defs``,
-``anyOf``/``oneOf`` (nullable fields, unions, pydantic's ``Decimal``) and ``allOf``. A
-``pattern`` is honoured only where it is numeric (``Decimal``'s); other patterns are not.
+``anyOf``/``oneOf`` (nullable fields, unions, pydantic's ``Decimal``: a number, or a
+string that is one) and ``allOf``. A ``pattern`` is honoured only where it is numeric
+(``Decimal``'s); other patterns are not.
 A number named ``confidence`` gets a value in the answer's confidence range: high on clean
 answers, low on the low-confidence fault (a percent when the field is an integer).
 """
@@ -35,7 +36,7 @@ LOW_CONFIDENCE = (0.2, 0.6)
 _FALLBACK_WORDS = ("alpha", "ledger", "invoice", "quarter", "summary", "vendor", "report")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]{2,}")
 _TOKEN = re.compile(r"\s*\S+")
-# pydantic's Decimal (validation mode) is a string with this kind of pattern; a short
+# pydantic's Decimal (before 2.14) is a string with this kind of pattern; a short
 # digits-dot-digits string satisfies it and any other "numeric string" pattern we meet.
 _DECIMAL_HINT = re.compile(r"\\d")
 _MAX_DEPTH = 6  # a recursive $ref (a tree of nodes) stops growing here
@@ -158,7 +159,17 @@ def _branch(draft: _Draft, branches: list[dict[str, Any]], depth: int) -> dict[s
     nulls = [b for b in branches if b not in values]
     if nulls and (depth >= _MAX_DEPTH or not values or draft.rng.random() < 0.15):
         return nulls[0]
-    return draft.rng.choice(values or branches)
+    chosen = _resolved(draft, draft.rng.choice(values or branches))
+    numeric = any(_resolved(draft, b).get("type") in ("number", "integer") for b in values)
+    if numeric and chosen.get("type") == "string" and _is_plain(chosen):
+        # number-or-string is how pydantic (2.14 on) writes a Decimal, with no pattern
+        # on the string: a numeric string is what that string means.
+        return {**chosen, "pattern": r"^\d+\.\d+$"}
+    return chosen
+
+
+def _is_plain(schema: dict[str, Any]) -> bool:
+    return not any(k in schema for k in ("pattern", "format", "enum", "const"))
 
 
 def _merged(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
@@ -395,9 +406,10 @@ def _content(
     value, has_confidence = json_answer(
         rng, messages, schema, LOW_CONFIDENCE if low else HIGH_CONFIDENCE
     )
+    note = ""
     if fault == "schema_drift":
-        value = drifted(fault_rng, value, schema)
-    text, finish, note = dumps(value), "stop", ""
+        value, note = _drift_note(value, drifted(fault_rng, value, schema))
+    text, finish = dumps(value), "stop"
     if fault == "bad_json":
         text, truncated = broken_json(fault_rng, text)
         finish = "length" if truncated else finish
@@ -405,6 +417,17 @@ def _content(
         note = f"confidence={value.get('confidence')}" if isinstance(value, dict) else ""
         fault = fault if has_confidence or request.get("logprobs") else None
     return text, finish, fault, note
+
+
+def _drift_note(before: Any, after: Any) -> tuple[Any, str]:
+    """``after``, and what drifted from ``before``, for the printed line."""
+    if not isinstance(after, dict) or not isinstance(before, dict):
+        return after, "answered a list"
+    missing = [key for key in before if key not in after]
+    if missing:
+        return after, f"missing {missing[0]}"
+    changed = [key for key in before if type(before[key]) is not type(after[key])]
+    return after, f"{changed[0]} is now {type(after[changed[0]]).__name__}" if changed else ""
 
 
 def _schema_of(request: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
