@@ -27,11 +27,12 @@ from surestep.errors import (
     UnknownWorkflowError,
 )
 from surestep.hooks import Hooks
+from surestep.llm.methods import LLMMethods
 from surestep.names import check_name
 from surestep.observe.traceparent import check_traceparent
 from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
-from surestep.registry import Registry, StepDef, WorkflowDef
+from surestep.registry import Registry, StepDef, WorkflowDef, check_budget
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.review.notify import EVENTS as REVIEW_EVENTS
 from surestep.review.notify import Declare, Webhook, Webhooks
@@ -57,7 +58,7 @@ DEFAULT_DATABASE_URL = "sqlite:///surestep.db"
 ON_DEADLINE = ("fail", "cancel", "review")
 
 
-class App:
+class App(LLMMethods):
     """A surestep application: its workflows, steps, database and clock.
 
     >>> app = App("sqlite:///surestep.db")   # doctest: +SKIP
@@ -123,7 +124,9 @@ class App:
         self.wakers.wake_all()
 
     def close(self) -> None:
-        """Close the database connection(s)."""
+        """Close the database connection(s) and the model providers' clients."""
+        if self._llm is not None:
+            self._llm.close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -135,15 +138,21 @@ class App:
     # -- declaring ---------------------------------------------------------------------
 
     @overload
-    def workflow(self, name: Callable[P, R], version: str = "1") -> Callable[P, R]: ...
+    def workflow(
+        self, name: Callable[P, R], version: str = "1", *, budget_usd: float | None = None
+    ) -> Callable[P, R]: ...
 
     @overload
     def workflow(
-        self, name: str | None = None, version: str = "1"
+        self, name: str | None = None, version: str = "1", *, budget_usd: float | None = None
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def workflow(
-        self, name: str | Callable[P, R] | None = None, version: str = "1"
+        self,
+        name: str | Callable[P, R] | None = None,
+        version: str = "1",
+        *,
+        budget_usd: float | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
         """Declare a workflow. Called directly (outside a worker) it is a plain call.
 
@@ -151,11 +160,13 @@ class App:
         ... def summarize(doc_id: str) -> dict: ...
 
         ``@app.workflow`` without parentheses names it after the function.
+        ``budget_usd`` caps what the model calls of each run may cost (``app.start`` can
+        give a run another budget).
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
             wf_name = name if isinstance(name, str) else _default_name(fn, "workflow")
-            workflow = self.registry.add_workflow(fn, wf_name, version)
+            workflow = self.registry.add_workflow(fn, wf_name, version, budget_usd)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -295,6 +306,7 @@ class App:
         deadline: timedelta | None = None,
         on_deadline: str = "fail",
         traceparent: str | None = None,
+        budget_usd: float | None = None,
         **kwargs: Any,
     ) -> RunHandle:
         """Start a run, or return the existing run with this ``run_id``.
@@ -309,8 +321,12 @@ class App:
 
         ``traceparent`` (a W3C header, e.g. a web request's) makes the run's spans part
         of the caller's trace; it is stored with the run, even if this App does not trace.
+
+        ``budget_usd`` caps what the run's model calls may cost (default: the workflow's
+        ``budget_usd``); a call that would exceed it is not made (docs/llm.md).
         """
         wf = self._resolve(workflow)
+        check_budget("app.start", budget_usd)
         if run_id is not None:
             check_name("run_id", run_id)
         if on_deadline not in ON_DEADLINE:
@@ -340,6 +356,7 @@ class App:
             deadline_at=None if deadline is None else now + deadline.total_seconds(),
             on_deadline=None if deadline is None else on_deadline,
             trace_context=traceparent,
+            budget_usd=wf.budget_usd if budget_usd is None else budget_usd,
         )
         if created:
             self.wakers.wake_all()

@@ -23,6 +23,9 @@ never fails a step or a run.
                    ``created``, ``escalated``, marked ``overdue`` (kept open past its
                    last level), ``expired`` or ``decided``, in the process that made
                    the change
+``on_model_call``  ``(call: ModelCall)`` after a model call of an LLM step (or of
+                   ``surestep.llm.complete``) was recorded, used or not: its model,
+                   outcome, tokens, cost and latency
 =================  ==========================================================
 """
 
@@ -46,6 +49,7 @@ CATALOGUE = (
     "on_run_end",
     "on_deadline",
     "on_review",
+    "on_model_call",
 )
 
 
@@ -60,6 +64,7 @@ class Hooks:
         self.on_run_end: list[Callable[..., Any]] = []
         self.on_deadline: list[Callable[..., Any]] = []
         self.on_review: list[Callable[..., Any]] = []
+        self.on_model_call: list[Callable[..., Any]] = []
 
     def add(self, name: str, fn: Callable[..., Any]) -> None:
         if name not in CATALOGUE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +36,22 @@ class WorkflowDef:
     fn: Callable[..., Any]
     is_async: bool
     codec: Codec
+    budget_usd: float | None = None  # what its model calls may cost per run, by default
+
+
+def check_budget(where: str, budget_usd: float | None) -> None:
+    """A budget is a finite number of USD >= 0 (0: no paid call may be made)."""
+    if budget_usd is None:
+        return
+    if (
+        isinstance(budget_usd, bool)
+        or not isinstance(budget_usd, int | float)
+        or not math.isfinite(budget_usd)
+        or budget_usd < 0
+    ):
+        raise ConfigurationError(
+            f"{where}: budget_usd must be a number of USD >= 0 (or None), got {budget_usd!r}"
+        )
 
 
 class Registry:
@@ -44,7 +61,9 @@ class Registry:
         self._workflows: dict[str, WorkflowDef] = {}
         self._steps: dict[str, StepDef] = {}
 
-    def add_workflow(self, fn: Callable[..., Any], name: str, version: str) -> WorkflowDef:
+    def add_workflow(
+        self, fn: Callable[..., Any], name: str, version: str, budget_usd: float | None = None
+    ) -> WorkflowDef:
         check_name("workflow name", name)
         check_name(f"version of workflow {name!r}", str(version))
         if name in self._workflows:
@@ -54,7 +73,8 @@ class Registry:
                 f"{other.__qualname__}); give one of them another name=..."
             )
         codec = Codec(fn, f"workflow {name!r}")
-        wf = WorkflowDef(name, str(version), fn, inspect.iscoroutinefunction(fn), codec)
+        check_budget(f"workflow {name!r}", budget_usd)
+        wf = WorkflowDef(name, str(version), fn, inspect.iscoroutinefunction(fn), codec, budget_usd)
         self._workflows[name] = wf
         return wf
 

@@ -5,6 +5,7 @@ No I/O happens here; the runtime records the decision and acts on it.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -47,6 +48,10 @@ class Retry:
     An error of a type in ``give_up_on`` is never retried; an error of a type not in
     ``retry_on`` is not retried either. Both give up at once. When ``max_attempts``
     attempts have failed, the decision is to escalate (dead letter, or later review).
+
+    An error may say more about itself: one with ``permanent = True`` (a budget spent, a
+    request every model refused) escalates at once, since repeating it cannot help; one
+    with ``retry_after`` seconds (a provider's 429 ``Retry-After``) is not retried sooner.
 
     >>> Retry(max_attempts=3, initial_delay=1, jitter=False).decide(1, TimeoutError())
     RetryAfter(delay=1.0)
@@ -98,9 +103,15 @@ class Retry:
             return GiveUp(f"{kind} is in give_up_on")
         if not isinstance(error, self.retry_on):
             return GiveUp(f"{kind} is not in retry_on")
+        if getattr(error, "permanent", False) is True:
+            return Escalate(f"{kind} cannot succeed by retrying")
         if attempt >= self.max_attempts:
             return Escalate(f"{attempt} of {self.max_attempts} attempts failed")
-        return RetryAfter(self.delay_for(attempt, rng))
+        delay = self.delay_for(attempt, rng)
+        after = getattr(error, "retry_after", None)
+        if isinstance(after, int | float) and math.isfinite(after) and after > delay:
+            delay = float(after)
+        return RetryAfter(delay)
 
 
 #: The policy of a step declared without ``retry=``.

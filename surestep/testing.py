@@ -20,9 +20,10 @@ from typing import Any
 from surestep.app import App, RunHandle
 from surestep.clock import FakeClock
 from surestep.errors import ResultTimeoutError
+from surestep.llm.fake import FakeLLM
 from surestep.states import SETTLED
 
-__all__ = ["FakeClock", "drive", "drive_async", "run_workflow", "run_workflow_async"]
+__all__ = ["FakeClock", "FakeLLM", "drive", "drive_async", "run_workflow", "run_workflow_async"]
 
 
 def run_workflow(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, chaos, observe, review, runs, serve, users, versions, worker
+from surestep.cli import admin, chaos, llm, observe, review, runs, serve, users, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -35,6 +35,7 @@ app = typer.Typer(
 # The order of registration is the order of `surestep --help`.
 worker.register(app)
 runs.register(app)
+llm.register(app)
 versions.register(app)
 admin.register(app)
 review.register(app)

@@ -6,7 +6,7 @@ import getpass
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, NoReturn
 
 import typer
@@ -81,3 +81,13 @@ def parse_age(text: str, option: str) -> timedelta:
         fail(f"{option} {text!r}: give a number and a unit: s, m, h, d or w (e.g. 30d)", 2)
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     return timedelta(**{unit[match[2]]: float(match[1])})
+
+
+def since_time(text: str) -> datetime:
+    """``--since``: an age back from now, or a date/time in local time."""
+    if text.strip()[-1:].isalpha():
+        return datetime.now() - parse_age(text, "--since")
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"--since {text!r}: give an age (2h, 7d) or a date/time (2024-05-01T09:30)", 2)

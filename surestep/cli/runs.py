@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -23,8 +22,10 @@ from surestep.cli.common import (
     WorkflowFilter,
     fail,
     opened,
-    parse_age,
+    since_time,
 )
+from surestep.cli.llm import budget_line, calls_table
+from surestep.llm.ledger import CallLedger
 from surestep.redrive import RedriveOutcome
 from surestep.render import (
     dead_letter_summary,
@@ -85,12 +86,17 @@ def show(
     its event log."""
     with opened(db) as surestep_app:
         run = surestep_app.get_run(run_id)
+        ledger = CallLedger(surestep_app.store)
+        model_calls, budget = ledger.calls(run_id), ledger.budget(run_id)
     if as_json:
-        echo_json(asdict(run))
+        echo_json({**asdict(run), "model_calls": [asdict(call) for call in model_calls]})
         return
     console = new_console()
     console.print(run_header(run))
     console.print(steps_table(run.steps, full) if run.steps else Text("no steps yet", style="dim"))
+    if model_calls:
+        console.print(calls_table(model_calls))
+        console.print(budget_line(*budget))
     print_tracebacks(console, run.steps, tracebacks)
     console.print(events_table(run.events))
 
@@ -133,7 +139,7 @@ def retry(
         fail("give RUN_ID ... or --dead-letters (not both, not neither)", 2)
     if run_ids and (workflow, since, error) != (None, None, None):
         fail("--workflow, --since and --error narrow --dead-letters; drop them or the ids", 2)
-    after = None if since is None else _since(since)
+    after = None if since is None else since_time(since)
     with opened(db) as surestep_app, _progress_bar() as advance:
         outcomes = surestep_app.retry_many(
             run_ids or None,
@@ -152,16 +158,6 @@ def retry(
         typer.echo(redrive_summary(outcomes, dry_run), err=True)
     if failed:
         raise typer.Exit(1)
-
-
-def _since(text: str) -> datetime:
-    """``--since``: an age back from now, or a date/time in local time."""
-    if text.strip()[-1:].isalpha():
-        return datetime.now() - parse_age(text, "--since")
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        fail(f"--since {text!r}: give an age (2h, 7d) or a date/time (2024-05-01T09:30)", 2)
 
 
 @contextmanager

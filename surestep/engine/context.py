@@ -88,6 +88,12 @@ class ActiveRun(Protocol):
     def run_step(self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run (or replay) a step at the next position, synchronously."""
 
+    def run_step_at(
+        self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run (or replay) a step at ``position`` taken earlier, synchronously (from any
+        thread: an async workflow runs a blocking step this way in a thread)."""
+
     async def run_step_async(
         self, step: StepDef, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:

@@ -81,3 +81,51 @@ def fault_for_status(status: int) -> type[ModelError]:
     if status >= 500 or status in (408, 409):
         return ModelServerError
     return ModelRequestError
+
+
+class BudgetExceededError(SurestepError):
+    """A model call would take the run past its budget, so it was not made. Retrying
+    cannot help: the step goes to its ``on_exhausted`` route; raise the budget
+    (``surestep budget RUN --usd N``) and redrive the run to go on."""
+
+    code = "budget_exceeded"
+    permanent = True
+
+
+class ModelChainError(SurestepError):
+    """Every model of an LLM step's chain failed in one attempt. It is retried (with the
+    longest ``Retry-After`` any model asked for) when at least one failure was transient;
+    otherwise it is permanent and goes to the step's ``on_exhausted`` route at once."""
+
+    code = "model_chain_exhausted"
+
+    def __init__(self, step: str, failures: list[tuple[str, str, str]]) -> None:
+        listed = "; ".join(f"{model}: {fault} ({message})" for model, fault, message in failures)
+        super().__init__(f"LLM step {step!r}: every model failed: {listed}")
+        self.failures = failures
+        self.permanent = not any(fault in TRANSIENT for _, fault, _ in failures)
+        self.retry_after: float | None = None
+
+
+def reclassified(error: ModelError, fault: str) -> ModelError:
+    """``error`` as the fault a user's ``classify=`` says it is."""
+    kinds: dict[str, type[ModelError]] = {
+        cls.fault: cls
+        for cls in (
+            ModelTimeoutError,
+            ModelConnectionError,
+            ModelServerError,
+            ModelRateLimitedError,
+            ModelRequestError,
+            ModelOutputError,
+        )
+    }
+    if fault not in kinds:
+        raise ValueError(f"classify= returned {fault!r}; use one of {', '.join(sorted(kinds))}")
+    if fault == error.fault:
+        return error
+    again = kinds[fault](
+        str(error), model=error.model, status=error.status, retry_after=error.retry_after
+    )
+    again.__cause__ = error
+    return again

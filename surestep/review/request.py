@@ -130,6 +130,61 @@ def request_review_async(
     return review()
 
 
+def review_at(
+    run: ActiveRun,
+    position: int,
+    payload: Any,
+    *,
+    kind: str,
+    settings: dict[str, Any],
+    form: Any = None,
+    proposal: Any = None,
+    confidence: float | None = None,
+    context: dict[str, Any] | None = None,
+) -> Decision[Any]:
+    """A review at ``position`` taken earlier, for features built on review (an LLM
+    step's low-confidence answer): ``settings`` are :func:`request_review`'s keywords
+    (assignee, groups, priority, sla, escalate_to, on_expiry, instructions, redact);
+    ``context`` is kept with the task for audit and export."""
+    spec, adapter = review_spec(payload, kind, settings, form, proposal, confidence)
+    if context is not None:
+        spec = replace(spec, context=json.dumps(context, default=str))
+    return _review_at(run, position, spec, adapter)
+
+
+def review_spec(
+    payload: Any,
+    kind: str,
+    settings: dict[str, Any],
+    form: Any = None,
+    proposal: Any = None,
+    confidence: float | None = None,
+) -> tuple[TaskSpec, TypeAdapter[Any] | None]:
+    """Check review ``settings`` (request_review's keywords) and build the task."""
+    allowed = {"assignee", "groups", "priority", "sla", "escalate_to", "on_expiry"}
+    allowed |= {"instructions", "redact"}
+    unknown = set(settings) - allowed
+    if unknown:
+        raise ConfigurationError(
+            f"review settings {sorted(unknown)} are unknown; use {', '.join(sorted(allowed))}"
+        )
+    return _spec(
+        payload,
+        kind,
+        settings.get("assignee"),
+        settings.get("groups", ()),
+        settings.get("priority", 50),
+        settings.get("sla"),
+        settings.get("escalate_to", ()),
+        settings.get("on_expiry", "keep"),
+        form,
+        proposal,
+        confidence,
+        settings.get("instructions"),
+        settings.get("redact", ()),
+    )
+
+
 def _inside() -> ActiveRun:
     run = workflow_run()
     if run is None:

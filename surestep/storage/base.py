@@ -123,6 +123,7 @@ class SQLStore(RunQueries):
         deadline_at: float | None = None,
         on_deadline: str | None = None,
         trace_context: str | None = None,
+        budget_usd: float | None = None,
     ) -> bool:
         """Insert a pending run; return False when ``run_id`` exists already.
 
@@ -133,8 +134,9 @@ class SQLStore(RunQueries):
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
                 " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline,"
-                " trace_context)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                " trace_context, budget_usd)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
                     workflow,
@@ -147,6 +149,7 @@ class SQLStore(RunQueries):
                     deadline_at,
                     on_deadline,
                     trace_context,
+                    budget_usd,
                 ),
             )
             if cur.rowcount == 1:
@@ -555,7 +558,12 @@ class SQLStore(RunQueries):
                 # Runs first: the event log's trigger lets events go only once their
                 # run is gone.
                 cur.execute(f"DELETE FROM surestep_runs WHERE id IN ({marks})", ids)
-                for table in ("surestep_steps", "surestep_attempts", "surestep_events"):
+                for table in (
+                    "surestep_steps",
+                    "surestep_attempts",
+                    "surestep_events",
+                    "surestep_llm_calls",
+                ):
                     cur.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
             total += len(ids)
 

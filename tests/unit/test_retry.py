@@ -67,3 +67,26 @@ def test_single_attempt_policy_escalates_first_failure() -> None:
 def test_bad_policies_are_refused_with_a_clear_error(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         Retry(**kwargs)  # type: ignore[arg-type]
+
+
+class _Permanent(Exception):
+    permanent = True
+
+
+class _SlowDown(Exception):
+    def __init__(self, after: float) -> None:
+        super().__init__("slow down")
+        self.retry_after = after
+
+
+def test_a_permanent_error_escalates_at_once() -> None:
+    decision = Retry(max_attempts=5).decide(1, _Permanent())
+    assert isinstance(decision, Escalate) and "cannot succeed" in decision.reason
+
+
+def test_retry_after_is_a_floor_not_a_ceiling() -> None:
+    policy = Retry(max_attempts=5, initial_delay=10, jitter=False)
+    assert policy.decide(1, _SlowDown(45)) == RetryAfter(45.0)
+    assert policy.decide(1, _SlowDown(2)) == RetryAfter(10.0)
+    assert policy.decide(1, _SlowDown(float("nan"))) == RetryAfter(10.0)
+    assert isinstance(policy.decide(5, _SlowDown(45)), Escalate)

@@ -64,6 +64,8 @@ _MARKERS: dict[str, dict[int, str]] = {
         9: "surestep_users",
         10: "surestep_run_traces",
         11: "surestep_attempts_by_finished",
+        12: "surestep_llm_calls",
+        13: "surestep_llm_rate_reservations",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
