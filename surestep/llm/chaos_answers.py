@@ -11,8 +11,8 @@ strings made of the prompt's words (or dates, emails, URIs, UUIDs by ``format``;
 bounds kept), integers and numbers within their bounds, booleans, enums and consts,
 arrays (tuples by ``prefixItems``, sets by ``uniqueItems``), ``$ref`` into ``$defs``,
 ``anyOf``/``oneOf`` (nullable fields, unions, pydantic's ``Decimal``: a number, or a
-string that is one) and ``allOf``. A ``pattern`` is honoured only where it is numeric
-(``Decimal``'s); other patterns are not.
+string that is one) and ``allOf``. A ``pattern`` is met where the prompt's words or a
+number fit it (``Decimal``'s do); other patterns are not.
 A number named ``confidence`` gets a value in the answer's confidence range: high on clean
 answers, low on the low-confidence fault (a percent when the field is an integer).
 """
@@ -36,9 +36,6 @@ LOW_CONFIDENCE = (0.2, 0.6)
 _FALLBACK_WORDS = ("alpha", "ledger", "invoice", "quarter", "summary", "vendor", "report")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]{2,}")
 _TOKEN = re.compile(r"\s*\S+")
-# pydantic's Decimal (before 2.14) is a string with this kind of pattern; a short
-# digits-dot-digits string satisfies it and any other "numeric string" pattern we meet.
-_DECIMAL_HINT = re.compile(r"\\d")
 _MAX_DEPTH = 6  # a recursive $ref (a tree of nodes) stops growing here
 
 
@@ -252,15 +249,25 @@ def _string(draft: _Draft, schema: dict[str, Any]) -> str:
         return f"https://example.com/{rng.choice(draft.words).lower()}"
     if fmt == "uuid":
         return "".join(rng.choice("0123456789abcdef") for _ in range(32))
-    pattern = schema.get("pattern")
-    if pattern and _DECIMAL_HINT.search(str(pattern)):
-        text = f"{rng.randint(1, 9999)}.{rng.randint(0, 99):02d}"
-    else:
-        text = " ".join(rng.choice(draft.words) for _ in range(rng.randint(1, 3)))
+    text = " ".join(rng.choice(draft.words) for _ in range(rng.randint(1, 3)))
     low, high = int(schema.get("minLength", 0)), schema.get("maxLength")
     while len(text) < low:
         text += " " + rng.choice(draft.words)
-    return text if high is None else text[: int(high)]
+    text = text if high is None else text[: int(high)]
+    if "pattern" in schema:
+        word = rng.choice(draft.words)
+        number = f"{rng.randint(1, 9999)}.{rng.randint(0, 99):02d}"
+        # The prompt's words, else a number (a Decimal's string), whichever fits.
+        tries = (text, word, word.lower(), number, number.split(".")[0])
+        text = next((t for t in tries if _matches(str(schema["pattern"]), t)), text)
+    return text
+
+
+def _matches(pattern: str, text: str) -> bool:
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:  # an ECMA-only construct: keep the words
+        return False
 
 
 def drifted(rng: random.Random, value: Any, schema: dict[str, Any] | None) -> Any:

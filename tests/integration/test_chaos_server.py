@@ -28,10 +28,11 @@ from openai import (
     OpenAI,
     RateLimitError,
 )
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from typer.testing import CliRunner
 
 import surestep
+from surestep import serialization
 from surestep.cli import app as cli
 from surestep.errors import ConfigurationError
 from surestep.llm.chaos import ChaosConfig, ChaosServer
@@ -142,13 +143,18 @@ class Odd(BaseModel):
     confidence: int = Field(ge=0, le=100)  # a percent
 
 
-@pytest.mark.parametrize("model", [Node, Odd])
-def test_clean_answers_satisfy_harder_schemas(serve: Any, model: type[BaseModel]) -> None:
+@pytest.mark.parametrize(
+    ("model", "strict"), [(Node, False), (Odd, False), (Invoice, True), (Odd, True)]
+)
+def test_clean_answers_satisfy_harder_schemas(
+    serve: Any, model: type[BaseModel], strict: bool
+) -> None:
     _, client = serve(seed=4)
-    schema = {
-        "type": "json_schema",
-        "json_schema": {"name": "x", "schema": model.model_json_schema()},
-    }
+    # The strict schema is the one LLM steps send: a Decimal's string form has a pattern.
+    json_schema = (
+        serialization.json_schema(TypeAdapter(model)) if strict else model.model_json_schema()
+    )
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": json_schema}}
     for n in range(30):
         reply = ask(client, f"Describe thing {n}", response_format=schema)
         value = model.model_validate_json(reply.choices[0].message.content)
