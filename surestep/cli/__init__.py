@@ -12,7 +12,8 @@ One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
 (the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
 :mod:`surestep.cli.review` (review tasks and the audit log), :mod:`surestep.cli.users`
-(users of the REST API), :mod:`surestep.cli.serve` (the API);
+(users of the REST API), :mod:`surestep.cli.serve` (the API), :mod:`surestep.cli.chaos`
+(the chaos model server);
 :mod:`surestep.cli.common` holds what they share.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, llm, observe, review, runs, serve, users, versions, worker
+from surestep.cli import admin, chaos, llm, observe, review, runs, serve, users, versions, worker
 
 app = typer.Typer(
     name="surestep",
@@ -41,6 +42,7 @@ review.register(app)
 users.register(app)
 serve.register(app)
 observe.register(app)
+chaos.register(app)
 
 
 def main() -> None:
