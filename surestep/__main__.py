@@ -1,0 +1,3 @@
+from surestep.cli import main
+
+main()
