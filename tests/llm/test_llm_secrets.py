@@ -9,13 +9,7 @@ import json
 import logging
 
 import pytest
-from pydantic import BaseModel
-from typer.testing import CliRunner
-
-from surestep import App, FakeClock, Retry, State
-from surestep.cli import app as cli
-from surestep.testing import drive
-from tests.fakes.model_servers import (
+from fakes.model_servers import (
     ANTHROPIC,
     OPENAI,
     FakeModelServer,
@@ -24,6 +18,12 @@ from tests.fakes.model_servers import (
     openai_completion,
     openai_error,
 )
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from surestep import App, FakeClock, Retry, State
+from surestep.cli import app as cli
+from surestep.testing import drive
 
 CANARY_OPENAI = "sk-canary0penai7f3a9b2c1d4e5f60718293a4b5c6d7e8f9"
 CANARY_ANTHROPIC = "sk-ant-canary5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2"
