@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -85,3 +86,23 @@ def test_the_demo_ends_with_a_command_that_works_as_printed() -> None:
     )  # fmt: skip
     assert ran.returncode == 0, (printed, ran.stderr)
     assert "doc-07" in ran.stdout and "success" in ran.stdout
+
+
+def test_batch_summarize_survives_the_chaos_model_server() -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/batch_summarize.py", "--docs", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    found = re.search(r"20 documents: (\{.*\})", out)
+    assert found, out
+    states = ast.literal_eval(found.group(1))
+    # Nothing is lost: every document is summarized or waits for a person.
+    assert sum(states.values()) == 20
+    assert set(states) <= {"success", "needs_review"}
+    assert "model calls; outcomes" in out and "per summarized document $" in out
