@@ -73,28 +73,33 @@ class LLMStep:
         if run is None:  # outside a workflow (or inside a step): a plain call
             answer = run_chain(self.kit, self.plan, Site(), self._messages(args, kwargs))
             return self._typed(answer.output)
-        position = run.next_position()
+        # Two positions, taken now in the workflow's call order: the step's, and the one
+        # its review takes if it needs one. Gathered steps finish in any order; their
+        # reviews must still land where a replay will look for them.
+        positions = (run.next_position(), run.next_position())
         if run.loop is not None and _on_loop(run.loop):
-            return self._async(run, position, args, kwargs)
-        return self._finish(run, position, args, kwargs)
+            return self._async(run, positions, args, kwargs)
+        return self._finish(run, positions, args, kwargs)
 
     async def _async(
-        self, run: ActiveRun, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, run: ActiveRun, positions: tuple[int, int], args: tuple[Any, ...], kwargs: Any
     ) -> Any:
         # The calls block: run them in a thread so other gathered steps go on meanwhile.
-        return await asyncio.to_thread(self._finish, run, position, args, kwargs)
+        return await asyncio.to_thread(self._finish, run, positions, args, kwargs)
 
     def _finish(
-        self, run: ActiveRun, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, run: ActiveRun, positions: tuple[int, int], args: tuple[Any, ...], kwargs: Any
     ) -> Any:
+        position, review_position = positions
         try:
             answer = ModelAnswer.model_validate(run.run_step_at(self.step, position, args, kwargs))
         except StepError as exc:
             if self.on_exhausted != "review":
                 raise
-            return self._ask(run, args, kwargs, None, f"{exc.error_type}: {exc.message}")
+            failure = f"{exc.error_type}: {exc.message}"
+            return self._ask(run, review_position, (args, kwargs), None, failure)
         if answer.review:
-            return self._ask(run, args, kwargs, answer, None)
+            return self._ask(run, review_position, (args, kwargs), answer, None)
         return self._typed(answer.output)
 
     # -- the attempt -------------------------------------------------------------------
@@ -120,8 +125,8 @@ class LLMStep:
     def _ask(
         self,
         run: ActiveRun,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        position: int,
+        call: tuple[tuple[Any, ...], dict[str, Any]],
         answer: ModelAnswer | None,
         failure: str | None,
     ) -> Any:
@@ -140,8 +145,8 @@ class LLMStep:
         }
         decision = review_at(
             run,
-            run.next_position(),
-            self._payload(args, kwargs),
+            position,
+            self._payload(*call),
             kind=self.name,
             settings=settings,
             form=self.schema,

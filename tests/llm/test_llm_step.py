@@ -380,3 +380,30 @@ def test_model_calls_feed_the_worker_metrics(app: App) -> None:
     assert value("gen_ai_client_token_usage_count", tokens) == 2  # the cached one: none
     assert value("gen_ai_client_token_usage_sum", tokens) == 20
     assert value("gen_ai_client_operation_duration_seconds_count", {"model": "fake:big"}) == 2
+
+
+def test_gathered_reviews_keep_their_places_whatever_finishes_first(app: App) -> None:
+    fake = FakeLLM(respond=lambda request: {**GOOD, "confidence": 0.3})
+    setup(app, fake, review={"groups": ["finance"]})
+    extract = app.llm_step(
+        name="extract_async",
+        schema=Invoice,
+        models=["fake:small"],
+        prompt=lambda d: d,
+        confidence="confidence",
+        min_confidence=0.8,
+    )
+
+    @app.workflow(name="pair")
+    async def pair(a: str, b: str) -> list[str]:
+        found = await asyncio.gather(extract(a), extract(b))
+        return [f.vendor for f in found]
+
+    handle = app.start("pair", "x", "y")
+    drive(app, until=lambda: len(app.reviews.list()) == 2)
+    first, second = sorted(app.reviews.list(), key=lambda task: task.payload["d"])
+    assert (first.position, second.position) == (1, 3)  # each step's own review place
+    for task, vendor in ((second, "Y Ltd"), (first, "X Ltd")):
+        app.reviews.decide(task.id, "edit", by="alice", data={**GOOD, "vendor": vendor})
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == ["X Ltd", "Y Ltd"]
