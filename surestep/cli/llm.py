@@ -36,26 +36,29 @@ def costs(
         str,
         typer.Option("--since", help="Calls made since: an age (24h, 7d) or a date/time."),
     ] = "7d",
+    steps: Annotated[bool, typer.Option("--steps", help="A line per LLM step.")] = False,
     as_json: AsJson = False,
     db: Db = DEFAULT_DATABASE_URL,
 ) -> None:
-    """What model calls cost, by workflow: every call (repairs, fallbacks and faulted
-    calls included), what was spent on replies not used, and cost per successful run."""
+    """What model calls cost, by workflow (or step): every call (repairs, fallbacks and
+    faulted calls included), what was spent on replies not used, and cost per successful
+    run."""
     after = since_time(since).timestamp()
     with opened(db) as surestep_app:
-        lines = CallLedger(surestep_app.store).costs(after, workflow)
+        lines = CallLedger(surestep_app.store).costs(after, workflow, by_step=steps)
     if as_json:
         echo_json([{**asdict(line), "per_success_usd": line.per_success_usd} for line in lines])
         return
     if not lines:
         typer.echo(f"no model calls since {format_time(after)}")
         return
-    new_console().print(costs_table(lines))
+    new_console().print(costs_table(lines, steps))
 
 
-def costs_table(lines: list[CostLine]) -> Table:
+def costs_table(lines: list[CostLine], steps: bool = False) -> Table:
     table = new_table(
         "workflow",
+        *(["step"] if steps else []),
         "calls",
         "tokens in",
         "tokens out",
@@ -69,6 +72,7 @@ def costs_table(lines: list[CostLine]) -> Table:
         per = line.per_success_usd
         table.add_row(
             line.workflow,
+            *([line.step or ""] if steps else []),
             str(line.calls),
             f"{line.input_tokens:,}",
             f"{line.output_tokens:,}",

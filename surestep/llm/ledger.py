@@ -62,6 +62,7 @@ class CostLine:
     """What one workflow's model calls cost over a period."""
 
     workflow: str
+    step: str | None  # None: every step of the workflow
     calls: int
     input_tokens: int
     output_tokens: int
@@ -125,20 +126,24 @@ class CallLedger:
             return [_call(row) for row in cur.fetchall()]
 
     @retry_transient
-    def costs(self, since: float, workflow: str | None = None) -> list[CostLine]:
-        """Cost by workflow of the calls made since ``since`` (epoch seconds)."""
+    def costs(
+        self, since: float, workflow: str | None = None, by_step: bool = False
+    ) -> list[CostLine]:
+        """Cost by workflow (and step) of the calls made since ``since`` (epoch seconds)."""
         args: list[object]
         where, args = "c.started_at >= ?", [since]
         if workflow is not None:
             where, args = where + " AND c.workflow = ?", [since, workflow]
         with self._store.reading() as cur:
             cur.execute(
-                "SELECT c.workflow, COUNT(*), SUM(c.input_tokens), SUM(c.output_tokens),"
+                f"SELECT c.workflow, {'c.step' if by_step else 'NULL'}, COUNT(*),"
+                " SUM(c.input_tokens), SUM(c.output_tokens),"
                 " SUM(c.cost_usd), SUM(CASE WHEN c.chosen THEN 0 ELSE c.cost_usd END),"
                 " COUNT(DISTINCT c.run_id),"
                 " COUNT(DISTINCT CASE WHEN r.state = 'success' THEN c.run_id END)"
                 " FROM surestep_llm_calls c LEFT JOIN surestep_runs r ON r.id = c.run_id"
-                f" WHERE {where} GROUP BY c.workflow ORDER BY c.workflow",
+                f" WHERE {where} GROUP BY c.workflow{', c.step' if by_step else ''}"
+                f" ORDER BY c.workflow{', c.step' if by_step else ''}",
                 tuple(args),
             )
             return [_cost_line(row) for row in cur.fetchall()]
@@ -152,9 +157,10 @@ def _call(row: Sequence[object]) -> ModelCall:
 
 
 def _cost_line(row: Sequence[object]) -> CostLine:
-    workflow, calls, tokens_in, tokens_out, cost, wasted, runs, succeeded = row
+    workflow, step, calls, tokens_in, tokens_out, cost, wasted, runs, succeeded = row
     return CostLine(
         str(workflow),
+        None if step is None else str(step),
         int(calls),  # type: ignore[call-overload]
         int(tokens_in or 0),  # type: ignore[call-overload]
         int(tokens_out or 0),  # type: ignore[call-overload]

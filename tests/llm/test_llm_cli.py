@@ -70,6 +70,9 @@ def test_costs_by_workflow_with_cost_per_success(db_url: str) -> None:
     assert line["runs"] == 1 and line["succeeded"] == 1 and line["per_success_usd"] == 4.0
     table = invoke("costs", "--db", db_url)
     assert "triage" in table.stdout and "$4.00" in table.stdout
+    [by_step] = json.loads(invoke("costs", "--steps", "--json", "--db", db_url).stdout)
+    assert by_step["step"] == "label" and by_step["calls"] == 2
+    assert "label" in invoke("costs", "--steps", "--db", db_url).stdout
 
 
 def test_budget_raises_and_removes(db_url: str) -> None:
