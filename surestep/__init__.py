@@ -1,6 +1,6 @@
 """surestep: durable, reviewable AI workflow automation."""
 
-from surestep.app import App, RunHandle
+from surestep.app import App
 from surestep.clock import Clock, FakeClock, SystemClock
 from surestep.engine.context import StepContext, current_step
 from surestep.engine.patches import deprecate_patch, patched
@@ -45,6 +45,7 @@ from surestep.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from surestep.handle import RunHandle
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.redrive import RedriveOutcome
 from surestep.retry import Retry

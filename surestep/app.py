@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -20,12 +18,11 @@ from surestep.engine.steps import make_step_wrapper
 from surestep.engine.worker import Timer, Wakers, Worker
 from surestep.errors import (
     ConfigurationError,
-    ResultTimeoutError,
-    RunFailedError,
     RunNotFoundError,
     StorageError,
     UnknownWorkflowError,
 )
+from surestep.handle import RunHandle
 from surestep.hooks import Hooks
 from surestep.llm.methods import LLMMethods
 from surestep.names import check_name
@@ -36,12 +33,11 @@ from surestep.registry import Registry, StepDef, WorkflowDef, check_budget
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.review.notify import EVENTS as REVIEW_EVENTS
 from surestep.review.notify import Declare, Webhook, Webhooks
-from surestep.review.records import ReviewTask
 from surestep.review.request import open_step_review
 from surestep.review.service import Reviews
 from surestep.review.store import ReviewStore
-from surestep.serialization import dumps, loads_raw
-from surestep.states import SETTLED, State
+from surestep.serialization import dumps
+from surestep.states import State
 from surestep.storage import Store, open_store
 from surestep.storage.workers import WorkerStore
 from surestep.versions import VersionRecord, read_versions
@@ -326,17 +322,7 @@ class App(LLMMethods):
         ``budget_usd``); a call that would exceed it is not made (docs/llm.md).
         """
         wf = self._resolve(workflow)
-        check_budget("app.start", budget_usd)
-        if run_id is not None:
-            check_name("run_id", run_id)
-        if on_deadline not in ON_DEADLINE:
-            raise ConfigurationError(
-                f"on_deadline={on_deadline!r}; use one of {', '.join(ON_DEADLINE)}"
-            )
-        if deadline is not None and (
-            not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0
-        ):
-            raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
+        _check_start(run_id, deadline, on_deadline, budget_usd)
         if traceparent is not None:
             check_traceparent(traceparent)
             traceparent = traceparent.strip()
@@ -499,41 +485,21 @@ class App(LLMMethods):
         return wf
 
 
-def _what_it_waits_for(run: RunRecord, tasks: Sequence[ReviewTask]) -> str:
-    """Why an unsettled run has not settled, and what settles it (``result()``'s timeout)."""
-    if run.state == State.NEEDS_REVIEW:
-        about = "; ".join(
-            f"review task {t.id} ({t.kind}"
-            + (
-                f": {t.payload['reason']}"
-                if isinstance(t.payload, dict) and "reason" in t.payload
-                else ""
-            )
-            + ")"
-            for t in tasks
+def _check_start(
+    run_id: str | None, deadline: timedelta | None, on_deadline: str, budget_usd: float | None
+) -> None:
+    """Refuse ``start`` settings that cannot work, before anything is stored."""
+    check_budget("app.start", budget_usd)
+    if run_id is not None:
+        check_name("run_id", run_id)
+    if on_deadline not in ON_DEADLINE:
+        raise ConfigurationError(
+            f"on_deadline={on_deadline!r}; use one of {', '.join(ON_DEADLINE)}"
         )
-        return (
-            f"it needs review ({about or 'no open task'}): it waits for a person's decision, "
-            f"not for a worker (`surestep review list --run {run.id}`)"
-        )
-    if run.state != State.WAITING:
-        return "is a worker running (`surestep worker MODULE:APP`)?"
-    until = "" if run.available_at is None else f" until {_when(run.available_at)}"
-    events = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("event:")]
-    children = [w.split(":", 1)[1] for w in run.waiting_for if w.startswith("child:")]
-    if events:
-        names = " or ".join(repr(name) for name in events)
-        return (
-            f"it waits for event {names}{until} (send it with "
-            f"`surestep send {run.id} {events[0]}` or app.send_event)"
-        )
-    if children:
-        return f"it waits for child run {children[0]!r} to finish"
-    return f"it waits for a timer (a sleep or a retry backoff){until}"
-
-
-def _when(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    if deadline is not None and (
+        not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0
+    ):
+        raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
 
 
 def _default_name(fn: Callable[..., Any], kind: str) -> str:
@@ -553,69 +519,3 @@ def _default_name(fn: Callable[..., Any], kind: str) -> str:
         )
     name = qualname.rsplit("<locals>.", 1)[-1]
     return name.rsplit(".", 1)[-1] if kind == "workflow" else name
-
-
-class RunHandle:
-    """A run started or found through an App."""
-
-    def __init__(self, app: App, run_id: str) -> None:
-        self.app = app
-        self.id = run_id
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.id!r})"
-
-    @property
-    def state(self) -> State:
-        found = self.app.store.run_state(self.id)
-        if found is None:
-            raise RunNotFoundError(f"no run with id {self.id!r}")
-        return found[0]
-
-    def record(self) -> RunRecord:
-        return self.app.get_run(self.id)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait until the run settles and return its output.
-
-        Raises :class:`RunFailedError` if it ended failed, cancelled or dead-lettered
-        (the error carries the run's stored error), and :class:`ResultTimeoutError` if it
-        has not settled within ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            found = self.app.store.run_state(self.id)
-            if found is None:
-                raise RunNotFoundError(f"no run with id {self.id!r}")
-            if found[0] in SETTLED:
-                return self._outcome(found[0], found[1], found[2], found[3])
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeoutError(
-                    f"run {self.id!r} is still {found[0]} after {timeout}s; "
-                    + _what_it_waits_for(
-                        self.app.get_run(self.id), self.app.reviews.list(run_id=self.id)
-                    )
-                )
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            pause = min(pause * 2, 0.1)
-
-    async def result_async(self, timeout: float | None = None) -> Any:
-        """``result()`` for async code: waits without blocking the event loop."""
-        return await asyncio.to_thread(self.result, timeout)
-
-    def _outcome(self, state: State, output: str | None, error: str | None, workflow: str) -> Any:
-        if state != State.SUCCESS:
-            raise RunFailedError(self.id, state, loads_raw(error))
-        try:
-            wf = self.app.registry.workflow(workflow)
-        except UnknownWorkflowError:  # a client that does not import the workflow's code
-            return loads_raw(output)
-        return wf.codec.decode_result(output, f"output of run {self.id!r}")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RunHandle) and other.id == self.id and other.app is self.app
-
-    def __hash__(self) -> int:
-        return hash(self.id)

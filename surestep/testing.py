@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from surestep.app import App, RunHandle
+from surestep.app import App
 from surestep.clock import FakeClock
 from surestep.errors import ResultTimeoutError
+from surestep.handle import RunHandle
 from surestep.llm.fake import FakeLLM
 from surestep.states import SETTLED
 

@@ -56,12 +56,7 @@ def declare_llm_step(
     cache_ttl: timedelta | None = None,
 ) -> LLMStep:
     check_settings(name, models, timeout, max_repairs, on_exhausted, review, cache_ttl)
-    if not callable(prompt):
-        raise ConfigurationError(f"llm_step {name!r}: prompt= takes a function of the inputs")
-    try:
-        conf.check(confidence, min_confidence, on_low_confidence)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"llm_step {name!r}: {exc}") from None
+    _check_prompt_and_confidence(name, prompt, confidence, min_confidence, on_low_confidence)
     for model in models:
         kit.resolve(model)  # an unknown provider or a missing SDK fails here
     adapter, json_form = schema_parts(schema, name)
@@ -96,6 +91,21 @@ def declare_llm_step(
     llm = LLMStep(kit, step, plan, prompt, dict(review or {}), on_exhausted, schema)
     holder.append(llm)
     return llm
+
+
+def _check_prompt_and_confidence(
+    name: str,
+    prompt: Callable[..., Any],
+    confidence: conf.ConfidenceSource,
+    min_confidence: float | None,
+    on_low: str,
+) -> None:
+    if not callable(prompt):
+        raise ConfigurationError(f"llm_step {name!r}: prompt= takes a function of the inputs")
+    try:
+        conf.check(confidence, min_confidence, on_low)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"llm_step {name!r}: {exc}") from None
 
 
 def step_function(
