@@ -45,7 +45,9 @@ from surestep.errors import (
     UserExistsError,
     UserNotFoundError,
 )
+from surestep.flow.fanout import ChildRunError, map, map_async
 from surestep.handle import RunHandle
+from surestep.llm.faults import BudgetExceededError
 from surestep.records import AttemptRecord, EventRecord, RunRecord, StepRecord
 from surestep.redrive import RedriveOutcome
 from surestep.retry import Retry
@@ -57,7 +59,9 @@ from surestep.versions import VersionRecord
 __all__ = [
     "App",
     "AttemptRecord",
+    "BudgetExceededError",
     "Cancelled",
+    "ChildRunError",
     "Clock",
     "ConfigurationError",
     "CorruptRecordError",
@@ -103,6 +107,8 @@ __all__ = [
     "Worker",
     "current_step",
     "deprecate_patch",
+    "map",
+    "map_async",
     "patched",
     "request_review",
     "request_review_async",

@@ -22,6 +22,7 @@ from surestep.errors import (
     StorageError,
     UnknownWorkflowError,
 )
+from surestep.flow.store import MapStore
 from surestep.handle import RunHandle
 from surestep.hooks import Hooks
 from surestep.llm.methods import LLMMethods
@@ -108,6 +109,7 @@ class App(LLMMethods):
                 if self._store is None:
                     store = open_store(self.database_url, must_exist=self.must_exist)
                     ReviewStore.attach(store)
+                    MapStore.attach(store)
                     if isinstance(self.clock, DatabaseClock):
                         # Best effort: a worker re-measures on every heartbeat.
                         with contextlib.suppress(StorageError):

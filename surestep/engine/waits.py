@@ -116,7 +116,8 @@ def _child_at(
     kwargs: dict[str, Any],
 ) -> Any:
     name = f"child:{workflow.name}"
-    recorded = run.expect(position, name)
+    # Joinable: gathered children all start in this execution, not one per replay.
+    recorded = run.expect(position, name, joinable=True)
     child_id = f"{run.run_id}:{position}"
     where = f"child run {child_id!r} of workflow {workflow.name!r}"
     waiting = Verdict(

@@ -37,12 +37,16 @@ _COMPENSABLE = (
 #: worker finishing it): (cursor, run_id, to_state, final, actor, reason, now). Stores
 #: composed beside the run store (review tasks) keep their rows in step through it.
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
+#: Whether what a run waits for (``"<kind>:<key>"``, given the run id and the key) has
+#: happened, for kinds of wait that features add (a map's children all finished).
+ReadyCheck = Callable[[Cursor, str, str], bool]
 
 
 class CoordinationStore(SQLStore):
     """The full storage contract: ``SQLStore`` plus ends, waits, events and children."""
 
     end_listeners: tuple[EndListener, ...] = ()
+    ready_checks: dict[str, ReadyCheck] = {}  # noqa: RUF012 - replaced, never mutated
 
     @retry_transient
     def finish(
@@ -457,6 +461,11 @@ class CoordinationStore(SQLStore):
                 (int(task_id),),
             )
             if cur.fetchone() is not None:
+                return True
+        for item in waiting_for:
+            kind, _, key = item.partition(":")
+            check = self.ready_checks.get(kind)
+            if check is not None and check(cur, run_id, key):
                 return True
         children = [item.split(":", 1)[1] for item in waiting_for if item.startswith("child:")]
         for child_id in children:

@@ -1,0 +1,267 @@
+"""Fan-out's storage: a map's row, its children created at once, and their ends counted.
+
+A map (``surestep.map``) is child runs plus one durable wait of the parent, standing on
+the run store: its children are ordinary runs (``parent_id`` set, id
+``"<parent>:<position>:<index>"``, the index zero-padded so ids sort in input order),
+all created in the transaction that records the parent's wait. A child beyond the map's
+``concurrency`` is *held*: pending, but due at :data:`HELD`, so no worker claims it. The
+transaction that ends a child (whoever ends it: a worker, an operator's cancel, a review)
+counts it in the map's row, lets the next held child run, and wakes the parent when the
+last child has finished (or the first failed, with ``fail_fast``). So at most
+``concurrency`` children of a map are ever claimable or running, across every worker,
+even through crashes; and the parent, holding no slot, wakes once, not once per child.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from surestep.states import State
+from surestep.storage.base import EVENT_INSERT
+from surestep.storage.coordination import CoordinationStore
+from surestep.storage.rows import Cursor
+from surestep.storage.transient import retry_transient
+
+#: The due time of a held child: never reached (as the review store's NO_DUE).
+HELD = 1e18
+_ENDED = (State.SUCCESS, State.FAILED, State.CANCELLED)
+_CHILD = re.compile(r"^(?P<parent>.+):(?P<position>\d+):(?P<index>\d+)$")
+
+
+def child_id(parent_id: str, position: int, index: int, width: int) -> str:
+    return f"{parent_id}:{position}:{index:0{width}d}"
+
+
+@dataclass(frozen=True)
+class MapProgress:
+    """Where one map of a parent run stands."""
+
+    position: int
+    workflow: str
+    total: int
+    done: int  # children that finished (succeeded, failed or were cancelled)
+    failed: int  # of those, children that failed or were cancelled
+    released: int  # children let run (the rest are held back by the concurrency)
+    concurrency: int
+
+    @property
+    def held(self) -> int:
+        return self.total - self.released
+
+    @property
+    def running(self) -> int:
+        """Children let run that have not finished (running, due, waiting, in review or
+        in the dead-letter queue)."""
+        return self.released - self.done
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    state: State
+    output: str | None
+    error: str | None
+
+
+class MapStore:
+    """The ``surestep_maps`` table, over the run store's transactions."""
+
+    def __init__(self, store: CoordinationStore) -> None:
+        self.store = store
+        self.reconnect_timeout = store.reconnect_timeout
+
+    @classmethod
+    def attach(cls, store: CoordinationStore) -> MapStore:
+        """Make every end of a child run count in its map (see the module's docstring)."""
+        maps = cls(store)
+        store.end_listeners = (*store.end_listeners, maps._on_run_end)
+        store.ready_checks = {**store.ready_checks, "map": maps._ready}
+        return maps
+
+    @retry_transient
+    def start(
+        self,
+        run_id: str,
+        token: int,
+        worker: str,
+        position: int,
+        name: str,
+        workflow: tuple[str, str],
+        inputs: Sequence[str],
+        concurrency: int,
+        fail_fast: bool,
+        now: float,
+    ) -> None:
+        """Create the map (once): its row, every child, and the parent's waiting step."""
+        store, total = self.store, len(inputs)
+        width = len(str(max(total - 1, 0)))
+        released = min(total, concurrency)
+        with store.transaction() as cur:
+            store._fence(cur, run_id, token)
+            cur.execute(
+                "INSERT INTO surestep_maps (parent_id, position, workflow, total, concurrency,"
+                " released, fail_fast, width, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (parent_id, position) DO NOTHING",
+                (
+                    run_id,
+                    position,
+                    workflow[0],
+                    total,
+                    concurrency,
+                    released,
+                    fail_fast,
+                    width,
+                    now,
+                ),
+            )
+            if cur.rowcount == 1:
+                self._children(cur, run_id, position, workflow, inputs, released, width, now)
+            store._begin_wait(
+                cur, run_id, worker, position, name, now, None, f"waiting for {total} child runs"
+            )
+            store._notify(cur)
+
+    def _children(
+        self,
+        cur: Cursor,
+        run_id: str,
+        position: int,
+        workflow: tuple[str, str],
+        inputs: Sequence[str],
+        released: int,
+        width: int,
+        now: float,
+    ) -> None:
+        cur.execute("SELECT trace_context FROM surestep_runs WHERE id = ?", (run_id,))
+        trace = cur.fetchone()[0]
+        ids = [child_id(run_id, position, i, width) for i in range(len(inputs))]
+        cur.executemany(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
+            " created_at, updated_at, available_at, parent_id, trace_context)"
+            " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+            [
+                (ids[i], *workflow, text, now, now, now if i < released else HELD, run_id, trace)
+                for i, text in enumerate(inputs)
+            ],
+        )
+        reason = f"started by run {run_id}"
+        cur.executemany(
+            EVENT_INSERT,
+            [
+                (child, None, None, None, State.PENDING, now, "surestep", reason, None)
+                for child in ids
+            ],
+        )
+
+    # -- a child ends ------------------------------------------------------------------
+
+    def _on_run_end(
+        self,
+        cur: Cursor,
+        run_id: str,
+        to_state: State,
+        final: State,
+        actor: str,
+        reason: str,
+        now: float,
+    ) -> None:
+        if to_state not in _ENDED:
+            return
+        found = _CHILD.match(run_id)
+        if found is None:
+            return
+        parent, position = found["parent"], int(found["position"])
+        cur.execute("SELECT parent_id FROM surestep_runs WHERE id = ?", (run_id,))
+        row = cur.fetchone()
+        if row is None or row[0] != parent:
+            return  # an id of that shape, not a map's child
+        failed = 0 if to_state == State.SUCCESS else 1
+        cur.execute(
+            "UPDATE surestep_maps SET done = done + 1, failed = failed + ?"
+            " WHERE parent_id = ? AND position = ?",
+            (failed, parent, position),
+        )
+        if cur.rowcount != 1:
+            return  # a plain child run (run_child), not a map's
+        cur.execute(
+            "SELECT total, released, done, failed, fail_fast, width FROM surestep_maps"
+            " WHERE parent_id = ? AND position = ?",
+            (parent, position),
+        )
+        total, released, done, failures, fail_fast, width = cur.fetchone()
+        if released < total:
+            self._release(cur, parent, position, int(released), int(width), now)
+        if done >= total or (fail_fast and failures):
+            self.store._wake(cur, parent, f"map:{position}", now)
+
+    def _release(
+        self, cur: Cursor, parent: str, position: int, index: int, width: int, now: float
+    ) -> None:
+        """Let the next held child run."""
+        cur.execute(
+            "UPDATE surestep_maps SET released = released + 1 WHERE parent_id = ? AND position = ?",
+            (parent, position),
+        )
+        cur.execute(
+            "UPDATE surestep_runs SET available_at = ? WHERE id = ? AND state = 'pending'"
+            " AND available_at >= ?",
+            (now, child_id(parent, position, index, width), HELD),
+        )
+        self.store._notify(cur)
+
+    def _ready(self, cur: Cursor, run_id: str, key: str) -> bool:
+        cur.execute(
+            "SELECT total, done, failed, fail_fast FROM surestep_maps"
+            " WHERE parent_id = ? AND position = ?",
+            (run_id, int(key)),
+        )
+        row = cur.fetchone()
+        return row is not None and (row[1] >= row[0] or bool(row[3] and row[2]))
+
+    # -- the parent collects -----------------------------------------------------------
+
+    @retry_transient
+    def outcomes(self, run_id: str, position: int) -> list[ChildOutcome] | None:
+        """Every child's outcome in input order once the map is over (all finished, or
+        one failed with ``fail_fast``: the rest are then reported as they stand)."""
+        with self.store.reading() as cur:
+            if not self._ready(cur, run_id, str(position)):
+                return None
+            cur.execute(
+                "SELECT id, state, output, error FROM surestep_runs WHERE parent_id = ?",
+                (run_id,),
+            )
+            prefix = f"{run_id}:{position}:"
+            rows = sorted(row for row in cur.fetchall() if row[0].startswith(prefix))
+        return [ChildOutcome(State(state), output, error) for _, state, output, error in rows]
+
+    @retry_transient
+    def cancel_rest(self, run_id: str, position: int, actor: str, now: float) -> int:
+        """Cancel the map's children that have not finished (after a fail-fast failure)."""
+        prefix = f"{run_id}:{position}:"
+        cancelled = 0
+        with self.store.transaction() as cur:
+            cur.execute(
+                "SELECT id, state FROM surestep_runs WHERE parent_id = ?"
+                " AND state IN ('pending', 'running', 'waiting', 'dead_letter', 'needs_review')"
+                f" {self.store.lock_for_update}",
+                (run_id,),
+            )
+            for child, state in cur.fetchall():
+                if child.startswith(prefix):
+                    reason = "another child of its map failed (fail_fast)"
+                    self.store._end(cur, child, State(state), State.CANCELLED, actor, reason, now)
+                    cancelled += 1
+        return cancelled
+
+    @retry_transient
+    def progress(self, run_id: str) -> list[MapProgress]:
+        """The maps a run started, in position order (``surestep show``)."""
+        with self.store.reading() as cur:
+            cur.execute(
+                "SELECT position, workflow, total, done, failed, released, concurrency"
+                " FROM surestep_maps WHERE parent_id = ? ORDER BY position",
+                (run_id,),
+            )
+            return [MapProgress(*row) for row in cur.fetchall()]
