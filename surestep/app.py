@@ -365,8 +365,11 @@ class App(LLMMethods):
         state: State | str | None = None,
         workflow: str | None = None,
         limit: int = 50,
+        *,
+        parent: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first. ``state`` and ``workflow`` filter; ``limit`` caps."""
+        """Runs, newest first. ``state`` and ``workflow`` filter; ``limit`` caps;
+        ``parent`` lists a run's children (a map's in input order)."""
         if state is not None:
             try:
                 state = State(state)
@@ -376,7 +379,7 @@ class App(LLMMethods):
                 ) from None
         if limit < 1:
             raise ConfigurationError(f"limit must be >= 1, got {limit}")
-        return self.store.list_runs(state, workflow, limit)
+        return self.store.list_runs(state, workflow, limit, parent)
 
     def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:
         """Cancel a run that has not finished; return the state it was in.

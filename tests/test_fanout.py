@@ -165,3 +165,29 @@ def test_bad_settings(app: App, settings: dict[str, object], message: str) -> No
         surestep.map(square, [1], **settings)  # type: ignore[arg-type]
     with pytest.raises(surestep.UnknownWorkflowError, match="not a workflow"):
         surestep.map(len, [1])
+
+
+def test_the_cli_shows_a_maps_progress_and_lists_its_children(db_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from surestep.cli import app as cli
+
+    app = App(db_url)
+    try:
+        fan_app(app, Gauge())
+        handle = app.start("squares", 12, 3)
+        drive(app, until=lambda: handle.state == State.SUCCESS)
+    finally:
+        app.close()
+    env: dict[str, str | None] = {"COLUMNS": "200", "SURESTEP_DATABASE_URL": None}
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["show", handle.id, "--db", db_url], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "maps" in shown.stdout and "square" in shown.stdout
+    maps = json.loads(runner.invoke(cli, ["show", handle.id, "--json", "--db", db_url]).stdout)
+    assert maps["maps"][0]["total"] == 12 and maps["maps"][0]["done"] == 12
+    listed = runner.invoke(cli, ["runs", "--parent", handle.id, "--json", "--db", db_url])
+    children = json.loads(listed.stdout)
+    assert [c["id"] for c in children] == [f"{handle.id}:0:{i:02d}" for i in range(12)]

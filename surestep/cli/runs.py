@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
 from rich.text import Text
 
 from surestep.app import DEFAULT_DATABASE_URL
@@ -25,6 +26,7 @@ from surestep.cli.common import (
     since_time,
 )
 from surestep.cli.llm import budget_line, calls_table
+from surestep.flow.store import MapProgress, MapStore
 from surestep.llm.ledger import CallLedger
 from surestep.redrive import RedriveOutcome
 from surestep.render import (
@@ -33,6 +35,7 @@ from surestep.render import (
     echo_json,
     events_table,
     new_console,
+    new_table,
     print_tracebacks,
     redrive_line,
     redrive_summary,
@@ -53,13 +56,17 @@ def register(app: typer.Typer) -> None:
 def runs(
     state: Annotated[State | None, typer.Option(help="Only runs in this state.")] = None,
     workflow: WorkflowFilter = None,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", help="Only this run's children (a map's in input order)."),
+    ] = None,
     limit: Limit = 50,
     as_json: AsJson = False,
     db: Db = DEFAULT_DATABASE_URL,
 ) -> None:
     """List runs, newest first."""
     with opened(db) as surestep_app:
-        found = surestep_app.list_runs(state, workflow, limit)
+        found = surestep_app.list_runs(state, workflow, limit, parent=parent)
     if as_json:
         echo_json([run_summary(run) for run in found])
     elif not found:
@@ -88,12 +95,21 @@ def show(
         run = surestep_app.get_run(run_id)
         ledger = CallLedger(surestep_app.store)
         model_calls, budget = ledger.calls(run_id), ledger.budget(run_id)
+        maps = MapStore(surestep_app.store).progress(run_id)
     if as_json:
-        echo_json({**asdict(run), "model_calls": [asdict(call) for call in model_calls]})
+        echo_json(
+            {
+                **asdict(run),
+                "model_calls": [asdict(call) for call in model_calls],
+                "maps": [{**asdict(m), "held": m.held, "running": m.running} for m in maps],
+            }
+        )
         return
     console = new_console()
     console.print(run_header(run))
     console.print(steps_table(run.steps, full) if run.steps else Text("no steps yet", style="dim"))
+    if maps:
+        console.print(maps_table(maps))
     if model_calls:
         console.print(calls_table(model_calls))
         console.print(budget_line(*budget))
@@ -233,3 +249,21 @@ def send(
     with opened(db) as surestep_app:
         surestep_app.send_event(run_id, name, payload)
     typer.echo(f"sent {name!r} to run {run_id}")
+
+
+def maps_table(maps: list[MapProgress]) -> Table:
+    """A run's maps: how far each has got."""
+    table = new_table(
+        "pos", "map of", "children", "done", "failed", "running", "held", title="maps"
+    )
+    for m in maps:
+        table.add_row(
+            str(m.position),
+            m.workflow,
+            str(m.total),
+            str(m.done - m.failed),
+            str(m.failed),
+            str(m.running),
+            str(m.held),
+        )
+    return table

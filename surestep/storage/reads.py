@@ -90,10 +90,18 @@ class RunQueries(ABC):
 
     @retry_transient
     def list_runs(
-        self, state: State | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        state: State | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        parent: str | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered by state and workflow."""
+        """Runs, newest first, optionally filtered by state and workflow; a parent's
+        children (``parent``) in the order they were started (a map's: input order)."""
         where, params = [], []
+        if parent is not None:
+            where.append("parent_id = ?")
+            params.append(parent)
         if state is not None:
             where.append("state = ?")
             params.append(str(state))
@@ -104,7 +112,7 @@ class RunQueries(ABC):
         with self.reading() as cur:
             cur.execute(
                 f"SELECT {_RUN_COLUMNS} FROM surestep_runs {clause}"
-                " ORDER BY created_at DESC, id LIMIT ?",
+                f" ORDER BY {'id' if parent is not None else 'created_at DESC, id'} LIMIT ?",
                 (*params, limit),
             )
             return [self._run_record(r, (), (), _Problems()) for r in cur.fetchall()]
