@@ -171,25 +171,20 @@ class MapStore:
         found = _CHILD.match(run_id)
         if found is None:
             return
-        parent, position = found["parent"], int(found["position"])
-        cur.execute("SELECT parent_id FROM surestep_runs WHERE id = ?", (run_id,))
-        row = cur.fetchone()
-        if row is None or row[0] != parent:
-            return  # an id of that shape, not a map's child
+        parent, position, index = found["parent"], int(found["position"]), found["index"]
         failed = 0 if to_state == State.SUCCESS else 1
+        # Only the map's own child matches: its index has the map's width and is below
+        # its total, and run ids are unique, so no other run can carry this id.
         cur.execute(
             "UPDATE surestep_maps SET done = done + 1, failed = failed + ?"
-            " WHERE parent_id = ? AND position = ?",
-            (failed, parent, position),
+            " WHERE parent_id = ? AND position = ? AND width = ? AND total > ?"
+            " RETURNING total, released, done, failed, fail_fast, width",
+            (failed, parent, position, len(index), int(index)),
         )
-        if cur.rowcount != 1:
-            return  # a plain child run (run_child), not a map's
-        cur.execute(
-            "SELECT total, released, done, failed, fail_fast, width FROM surestep_maps"
-            " WHERE parent_id = ? AND position = ?",
-            (parent, position),
-        )
-        total, released, done, failures, fail_fast, width = cur.fetchone()
+        row = cur.fetchone()
+        if row is None:
+            return  # a plain child run (run_child), or an id of that shape
+        total, released, done, failures, fail_fast, width = row
         if released < total:
             self._release(cur, parent, position, int(released), int(width), now)
         if done >= total or (fail_fast and failures):
