@@ -58,7 +58,8 @@ def metrics(
 
 def stats(since: Since = "1h", as_json: AsJson = False, db: Db = DEFAULT_DATABASE_URL) -> None:
     """A report of the cluster-wide figures over a window: runs by state, throughput,
-    queue lag, step p50/p95, retries, dead letters, reviews."""
+    queue lag, step p50/p95, retries, dead letters, reviews, model calls and cost per
+    successful run, confidence of the answers used and its drift."""
     window = parse_age(since, "--since").total_seconds()
     with opened(db) as surestep_app, library_errors():
         data = report(surestep_app, window)
