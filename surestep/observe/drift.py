@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,11 +102,18 @@ def ks(reference: Sequence[float], recent: Sequence[float]) -> float:
     if not reference or not recent:
         raise ValueError("ks needs at least one sample on each side")
     a, b = sorted(reference), sorted(recent)
-    # The gap can only peak at a sample value; evaluate both functions just after each.
-    return max(
-        abs(bisect.bisect_right(a, x) / len(a) - bisect.bisect_right(b, x) / len(b))
-        for x in (*a, *b)
-    )
+    # One walk over both sorted samples; the gap can only peak just after a sample value,
+    # once every sample equal to it is counted on both sides.
+    i = j = 0
+    gap = 0.0
+    while i < len(a) and j < len(b):
+        x = min(a[i], b[j])
+        while i < len(a) and a[i] == x:
+            i += 1
+        while j < len(b) and b[j] == x:
+            j += 1
+        gap = max(gap, abs(i / len(a) - j / len(b)))
+    return gap
 
 
 def judge(

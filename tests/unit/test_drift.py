@@ -82,3 +82,17 @@ def test_the_threshold_is_inclusive_and_a_setting() -> None:
     index = psi(reference, recent)
     assert judge("s", "p:m", reference, recent, DriftSettings(threshold=index)).drifted
     assert not judge("s", "p:m", reference, recent, DriftSettings(threshold=index + 1e-9)).drifted
+
+
+def test_ks_equals_its_definition_with_ties() -> None:
+    def by_definition(a: list[float], b: list[float]) -> float:
+        def cdf(xs: list[float], x: float) -> float:
+            return sum(v <= x for v in xs) / len(xs)
+
+        return max(abs(cdf(a, x) - cdf(b, x)) for x in (*a, *b))
+
+    rng = random.Random(3)
+    for _ in range(200):
+        a = [round(rng.random(), rng.choice([1, 2])) for _ in range(rng.randint(1, 30))]
+        b = [round(rng.random() ** 2, 1) for _ in range(rng.randint(1, 30))]
+        assert ks(a, b) == pytest.approx(by_definition(a, b))

@@ -5,9 +5,10 @@
 -- schema 12 would find one step's answers only by reading every call of those 7 days;
 -- this partial index holds only answers used that carry a confidence, in the order the
 -- check reads them, so a check costs one short range per (step, model) however many
--- calls the ledger holds. Its predicate is repeated verbatim by the queries that use it.
+-- calls the ledger holds. The confidence is its last column so that the check reads the
+-- index alone, not the table. Its predicate is repeated verbatim by the queries that use it.
 CREATE INDEX surestep_llm_calls_confidence
-    ON surestep_llm_calls (step, provider, model, started_at)
+    ON surestep_llm_calls (step, provider, model, started_at, confidence)
     WHERE chosen AND confidence IS NOT NULL;
 
 -- Whether each (step, model) was last judged drifted. The drift watch of every worker
