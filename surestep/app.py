@@ -27,6 +27,7 @@ from surestep.handle import RunHandle
 from surestep.hooks import Hooks
 from surestep.llm.methods import LLMMethods
 from surestep.names import check_name
+from surestep.observe.drift_watch import DriftWatch
 from surestep.observe.traceparent import check_traceparent
 from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
@@ -96,7 +97,9 @@ class App(LLMMethods):
         self.users = Users(self)  # of the REST API
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
-        self.timers: tuple[Timer, ...] = (self.reviews,)
+        # Checks confidence drift every few minutes once on_drift has a hook.
+        self.drift = DriftWatch(self)
+        self.timers: tuple[Timer, ...] = (self.reviews, self.drift)
         self._webhooks: Webhooks | None = None
         self.tracing: Tracing | None = None
         if tracing is not False:

@@ -26,6 +26,10 @@ never fails a step or a run.
 ``on_model_call``  ``(call: ModelCall)`` after a model call of an LLM step (or of
                    ``surestep.llm.complete``) was recorded, used or not: its model,
                    outcome, tokens, cost and latency
+``on_drift``       ``(report: DriftReport)`` when the confidences of a (step,
+                   model)'s answers crossed into drift (PSI >= 0.2): raised once per
+                   crossing, by the worker process whose check saw it
+                   (:mod:`surestep.observe.drift_watch`)
 =================  ==========================================================
 """
 
@@ -50,6 +54,7 @@ CATALOGUE = (
     "on_deadline",
     "on_review",
     "on_model_call",
+    "on_drift",
 )
 
 
@@ -65,6 +70,7 @@ class Hooks:
         self.on_deadline: list[Callable[..., Any]] = []
         self.on_review: list[Callable[..., Any]] = []
         self.on_model_call: list[Callable[..., Any]] = []
+        self.on_drift: list[Callable[..., Any]] = []
 
     def add(self, name: str, fn: Callable[..., Any]) -> None:
         if name not in CATALOGUE:

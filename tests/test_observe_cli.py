@@ -120,3 +120,33 @@ def test_stats_json_and_top_once(app: App, clock: FakeClock, db_url: str) -> Non
     assert result.exit_code == 0, result.output
     for text in ("etl", "parked", "invoice", "approve_invoice", "auto-recovery 0.50"):
         assert text in result.output
+
+
+def test_stats_and_top_show_model_calls_cost_and_drift(app: App, db_url: str) -> None:
+    from test_llm_quality import BIG, drifting, three_runs
+
+    from surestep.testing import FakeLLM
+
+    three_runs(app, FakeLLM())
+    app.close()
+    live = App(db_url)  # the CLI judges drift by the real clock: answers of the last hour
+    try:
+        drifting(live, live.clock.now())
+    finally:
+        live.close()
+    result = invoke("stats", "--since", "10000d", "--json", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    llm = json.loads(result.output)["llm"]
+    assert llm["calls"]["invoice"]["fake:big"] == {"invalid": 2, "ok": 1, "review": 1}
+    assert llm["cost_usd"]["invoice"] == pytest.approx(4 * BIG)
+    assert llm["cost_per_success_usd"] == {"invoice": pytest.approx(3 * BIG / 2)}
+    assert llm["confidence"]["extract_invoice"]["fake:big"]["answers"] == 2
+    [report] = llm["drift"]
+    assert (report["step"], report["model"], report["drifted"]) == ("extract", "fake:big", True)
+    assert (report["recent_n"], report["reference_n"]) == (40, 100)
+    assert llm["drift_settings"]["threshold"] == 0.2
+
+    result = invoke("top", "--once", "--since", "10000d", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    for text in ("model calls", "invalid 2", "$0.0300", "extract_invoice", "DRIFTED"):
+        assert text in result.output, text

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from surestep.observe.cluster import Figures
 from surestep.observe.collector import families
+from surestep.observe.drift import DriftReport
+from surestep.observe.quality import ConfidenceHistogram, ModelFigures
 from surestep.review.records import ReviewStats
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -30,8 +33,21 @@ def emitted_names() -> set[str]:
         failed_attempts=2,
         recovered_attempts=1,
         workflows=["w"],
+        llm=ModelFigures(
+            calls={("w", "p:m", "ok"): 1},
+            cost_usd={"w": 0.1},
+            succeeded_runs={"w": 1},
+            succeeded_cost_usd={"w": 0.1},
+            confidence={("s", "p:m"): ConfidenceHistogram((0,) * 9 + (1,), 1, 0.9)},
+            drift=[DriftReport("s", "p:m", 0.3, 0.5, 40, 100, True)],
+        ),
     )
-    return {family.name for family in families(figures)}
+    # Sample names too: a histogram's series are NAME_bucket, NAME_sum and NAME_count.
+    return {name for family in families(figures) for name in (family.name, *sample_names(family))}
+
+
+def sample_names(family: Any) -> set[str]:
+    return {sample.name for sample in family.samples}
 
 
 def metric_names(text: str) -> set[str]:
@@ -51,7 +67,7 @@ def test_the_alert_rules_name_emitted_metrics() -> None:
     expressions = "\n".join(re.findall(r"expr:.*(?:\n {10,}.*)*", text))
     used = metric_names(expressions)
     assert used and used <= emitted_names(), used - emitted_names()
-    assert len(re.findall(r"- alert: ", text)) == 4
+    assert len(re.findall(r"- alert: ", text)) == 6
 
 
 def test_the_alert_rules_are_yaml() -> None:
@@ -62,4 +78,6 @@ def test_the_alert_rules_are_yaml() -> None:
         "SurestepQueueBehind",
         "SurestepReviewsOverdue",
         "SurestepOverrideRateJump",
+        "SurestepConfidenceDrift",
+        "SurestepCostPerSuccessJump",
     ]

@@ -10,12 +10,11 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 
 from surestep.app import DEFAULT_DATABASE_URL, App
 from surestep.cli.common import AsJson, Db, library_errors, opened, parse_age
+from surestep.cli.observe_render import frame
 from surestep.observe.cluster import UNFINISHED, ClusterFigures, Figures
 from surestep.observe.timings import StepTimings
 from surestep.render import echo_json, new_console
@@ -59,7 +58,8 @@ def metrics(
 
 def stats(since: Since = "1h", as_json: AsJson = False, db: Db = DEFAULT_DATABASE_URL) -> None:
     """A report of the cluster-wide figures over a window: runs by state, throughput,
-    queue lag, step p50/p95, retries, dead letters, reviews."""
+    queue lag, step p50/p95, retries, dead letters, reviews, model calls and cost per
+    successful run, confidence of the answers used and its drift."""
     window = parse_age(since, "--since").total_seconds()
     with opened(db) as surestep_app, library_errors():
         data = report(surestep_app, window)
@@ -122,60 +122,3 @@ def _workflow(f: Figures, workflow: str) -> dict[str, Any]:
         "dead_letter": f.dead_letters(workflow),
         "review_needed": f.review_needed.get(workflow),
     }
-
-
-def _num(value: float | None, unit: str = "", digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}{unit}"
-
-
-def frame(data: dict[str, Any]) -> Group:
-    """The figures as tables: per workflow, per step, per review kind."""
-    window = f"last {data['window_seconds']:g} s"
-    runs = Table(title=f"runs ({window})", show_edge=False, pad_edge=False)
-    for column in (
-        "workflow", *UNFINISHED, "finished", "per min", "oldest due", "review needed",
-    ):  # fmt: skip
-        runs.add_column(column, justify="left" if column == "workflow" else "right")
-    for name, w in data["workflows"].items():
-        runs.add_row(
-            name,
-            *(str(w["runs"][s]) for s in UNFINISHED),
-            str(w["finished"]),
-            _num(w["throughput_per_minute"]),
-            _num(w["oldest_due_seconds"], " s", 1),
-            _num(w["review_needed"]),
-        )
-    steps = Table(title=f"steps ({window})", show_edge=False, pad_edge=False)
-    for column in ("workflow", "step", "attempts", "retries", "failed", "p50", "p95"):
-        steps.add_column(column, justify="left" if column in ("workflow", "step") else "right")
-    for s in data["steps"]:
-        steps.add_row(
-            s["workflow"],
-            s["step"],
-            str(s["attempts"]),
-            str(s["retries"]),
-            str(s["failed"]),
-            _num(s["p50_seconds"], " s", 3),
-            _num(s["p95_seconds"], " s", 3),
-        )
-    reviews = Table(title=f"reviews ({window})", show_edge=False, pad_edge=False)
-    for column in ("kind", "open", "overdue", "decided", "override", "escalation", "SLA met"):
-        reviews.add_column(column, justify="left" if column == "kind" else "right")
-    kinds = sorted(set(data["review_open"]) | set(data["reviews"]))
-    for kind in kinds:
-        r = data["reviews"].get(kind, {})
-        reviews.add_row(
-            kind,
-            str(data["review_open"].get(kind, 0)),
-            str(data["review_overdue"].get(kind, 0)),
-            str(r.get("decided", 0)),
-            _num(r.get("override_rate")),
-            _num(r.get("escalation_rate")),
-            _num(r.get("sla_adherence")),
-        )
-    recovery = _num(data["auto_recovery"])
-    footer = (
-        f"auto-recovery {recovery} ({data['recovered_attempts']} of"
-        f" {data['failed_attempts']} failed attempts)"
-    )
-    return Group(runs, steps, reviews, footer)

@@ -13,7 +13,9 @@ the stored history, so a scrape stays cheap at millions of finished runs:
   ``surestep_runs_finished_recent`` (counting every finished run ever would read them all);
 - the oldest due run: one lookup per (workflow, version) in the claim's own index;
 - reviews: open tasks (``state = 'open'``), and tasks created within the window;
-- auto-recovery: failed attempts finished within the window (``surestep_attempts_by_finished``).
+- auto-recovery: failed attempts finished within the window (``surestep_attempts_by_finished``);
+- model calls, their cost and confidences, and confidence drift: see
+  :mod:`surestep.observe.quality`.
 
 >>> figures = ClusterFigures(app.store, app.clock).read()      # doctest: +SKIP
 >>> figures.runs[("invoice", "pending")]                        # doctest: +SKIP
@@ -28,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surestep.clock import Clock
+from surestep.observe.drift import DriftSettings
+from surestep.observe.quality import ModelFigures, read_model_figures
 from surestep.review.policy import percentile
 from surestep.review.records import ReviewStats
 from surestep.review.stats import OVERRIDES
@@ -71,6 +75,8 @@ class Figures:
     failed_attempts: int = 0
     recovered_attempts: int = 0
     workflows: list[str] = field(default_factory=list)
+    #: model calls within the window, their cost and confidences, and confidence drift
+    llm: ModelFigures = field(default_factory=ModelFigures)
 
     def dead_letters(self, workflow: str) -> int:
         return self.runs.get((workflow, "dead_letter"), 0)
@@ -109,6 +115,7 @@ class Figures:
             "failed_attempts": self.failed_attempts,
             "recovered_attempts": self.recovered_attempts,
             "auto_recovery": self.auto_recovery,
+            "llm": self.llm.as_dict(),
         }
 
 
@@ -122,10 +129,18 @@ def _nested(pairs: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
 class ClusterFigures:
     """Reads :class:`Figures` from ``store`` (composition: its ``reading()`` cursor)."""
 
-    def __init__(self, store: Store, clock: Clock, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        window: float = DEFAULT_WINDOW,
+        drift: DriftSettings | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.window = window
+        #: the windows of the drift verdicts: their own, not ``window`` (see DriftSettings)
+        self.drift = drift or DriftSettings()
         self.reconnect_timeout = store.reconnect_timeout
 
     @retry_transient
@@ -142,6 +157,7 @@ class ClusterFigures:
             workflows = sorted({w for w, _ in runs} | {w for w, _ in finished})
             created = _created(cur, sorted(set(workflows) | set(reviewed)), since, at)
             failed, recovered = _recovery(cur, since, at)
+            llm = read_model_figures(cur, since, at, self.drift)
         return Figures(
             at=at,
             window=self.window,
@@ -155,6 +171,7 @@ class ClusterFigures:
             failed_attempts=failed,
             recovered_attempts=recovered,
             workflows=workflows,
+            llm=llm,
         )
 
 

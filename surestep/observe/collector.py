@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from surestep.errors import ConfigurationError
 from surestep.observe.cluster import UNFINISHED, ClusterFigures, Figures
+from surestep.observe.quality import CONFIDENCE_BUCKETS, ModelFigures
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -94,6 +95,8 @@ def families(f: Figures) -> Iterator[Any]:
         g.add_metric([], f.auto_recovery)
     yield g
 
+    yield from _model_families(f.llm, window)
+
 
 def _review_families(f: Figures, window: str) -> Iterator[Any]:
     from prometheus_client.core import GaugeMetricFamily as Gauge
@@ -137,6 +140,61 @@ def _review_families(f: Figures, window: str) -> Iterator[Any]:
         for q, value in (("0.5", stats.p50_seconds), ("0.95", stats.p95_seconds)):
             if value is not None:
                 g.add_metric([kind, q], value)
+    yield g
+
+
+def _model_families(m: ModelFigures, window: str) -> Iterator[Any]:
+    from prometheus_client.core import GaugeMetricFamily as Gauge
+    from prometheus_client.core import HistogramMetricFamily as Histogram
+
+    g = Gauge(
+        "surestep_llm_window_calls",
+        f"Model calls started {window}, by workflow, model and outcome.",
+        labels=["workflow", "model", "outcome"],
+    )
+    for labels, n in sorted(m.calls.items()):
+        g.add_metric(list(labels), n)
+    yield g
+
+    g = Gauge(
+        "surestep_llm_window_cost_usd",
+        f"What model calls started {window} cost in USD, used or not, by workflow.",
+        labels=["workflow"],
+    )
+    for workflow, usd in sorted(m.cost_usd.items()):
+        g.add_metric([workflow], usd)
+    yield g
+
+    g = Gauge(
+        "surestep_llm_cost_per_success_usd",
+        f"Cost of the model calls {window} of runs that succeeded, over those runs.",
+        labels=["workflow"],
+    )
+    for workflow, usd in m.cost_per_success_usd.items():
+        g.add_metric([workflow], usd)
+    yield g
+
+    h = Histogram(
+        "surestep_llm_confidence",
+        f"Confidence of the model answers used {window}, by step and model.",
+        labels=["step", "model"],
+    )
+    for (step, model), c in sorted(m.confidence.items()):
+        buckets = [(f"{le:g}", n) for le, n in zip(CONFIDENCE_BUCKETS, c.buckets, strict=True)]
+        h.add_metric([step, model], [*buckets, ("+Inf", c.count)], c.total)
+    yield h
+
+    s = m.drift_settings
+    g = Gauge(
+        "surestep_llm_confidence_drift_psi",
+        f"Population stability index of the confidences of the last {s.recent:g} s against"
+        f" the {s.reference:g} s before (drifted from {s.threshold:g}; none below"
+        f" {s.min_samples} answers a side).",
+        labels=["step", "model"],
+    )
+    for report in m.drift:
+        if report.psi is not None:
+            g.add_metric([report.step, report.model], report.psi)
     yield g
 
 

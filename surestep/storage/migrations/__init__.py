@@ -67,6 +67,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         12: "surestep_llm_calls",
         13: "surestep_llm_rate_reservations",
         14: "surestep_maps",
+        15: "surestep_llm_drift",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
