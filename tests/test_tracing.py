@@ -247,3 +247,37 @@ def test_an_app_is_traced_once(app: App, provider: TracerProvider) -> None:
     app.trace(provider)
     with pytest.raises(ConfigurationError, match="traced already"):
         app.trace(provider)
+
+
+def test_model_calls_are_genai_spans_inside_their_step_attempt(
+    app: App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    from surestep.testing import FakeLLM
+
+    app.trace(provider)
+    fake = FakeLLM()
+    app.llm_provider("fake", provider=fake)
+    app.llm_price("fake:m", input_per_mtok=1, output_per_mtok=2)
+    answer = app.llm_step(name="answer", models=["fake:m"], prompt=lambda q: q)
+
+    @app.workflow(name="ask")
+    def ask(question: str) -> str:
+        return str(answer(question))
+
+    fake.fault("server_error").reply("42", usage=(7, 3))
+    assert run_workflow(app, ask, "why?").result() == "42"
+    spans = exporter.get_finished_spans()
+    steps = by_name(spans, "surestep.step answer")
+    chats = by_name(spans, "chat m")
+    assert len(steps) == 2 and len(chats) == 2  # one per attempt: the fault, the answer
+    for step, chat in zip(steps, chats, strict=True):
+        assert chat.parent is not None and step.context is not None
+        assert chat.parent.span_id == step.context.span_id
+    failed, ok = chats
+    assert failed.status.status_code.name == "ERROR"
+    assert ok.attributes is not None
+    assert ok.attributes["gen_ai.request.model"] == "m"
+    assert ok.attributes["gen_ai.provider.name"] == "fake"
+    assert ok.attributes["gen_ai.usage.input_tokens"] == 7
+    assert ok.attributes["gen_ai.usage.output_tokens"] == 3
+    assert ok.attributes["surestep.llm.outcome"] == "ok"

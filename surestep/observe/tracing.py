@@ -47,6 +47,7 @@ from surestep.states import State
 if TYPE_CHECKING:
     from surestep.engine.context import StepContext
     from surestep.hooks import Hooks
+    from surestep.llm.ledger import ModelCall
     from surestep.review.records import ReviewTask
 
 #: The run and step states that mark a span as an error.
@@ -87,6 +88,7 @@ class Tracing:
         hooks.add("on_retry", self.retry_scheduled)
         hooks.add("on_deadline", self.deadline_breached)
         hooks.add("on_review", self.review_changed)
+        hooks.add("on_model_call", self.model_call)
 
     # -- where a run's trace begins -----------------------------------------------------
 
@@ -176,6 +178,37 @@ class Tracing:
         ``tracing.step_span(surestep.current_step())``), to parent an extension's spans."""
         found = self._slices.get(step.run_id)
         return None if found is None else found.steps.get(step.position)
+
+    def model_call(self, call: ModelCall) -> None:
+        """A GenAI ``chat <model>`` span for a model call, a child of its step attempt's
+        span, timed as the call was (OpenTelemetry's GenAI conventions)."""
+        found = self._slices.get(call.run_id)
+        parent = None if found is None else found.steps.get(call.position)
+        if parent is None or call.cached:
+            return
+        started = int(call.started_at * 1e9)
+        span = self.tracer.start_span(
+            f"chat {call.model}",
+            context=trace.set_span_in_context(parent),
+            kind=SpanKind.CLIENT,
+            start_time=started,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": call.provider,
+                "gen_ai.request.model": call.model,
+                "gen_ai.usage.input_tokens": call.input_tokens,
+                "gen_ai.usage.output_tokens": call.output_tokens,
+                "gen_ai.response.finish_reasons": [call.finish_reason or ""],
+                "surestep.llm.outcome": call.outcome,
+                "surestep.llm.cost_usd": call.cost_usd,
+                "surestep.llm.chosen": call.chosen,
+            },
+        )
+        if call.confidence is not None:
+            span.set_attribute("surestep.llm.confidence", call.confidence)
+        if call.outcome not in ("ok", "review"):
+            span.set_status(Status(StatusCode.ERROR, call.error or call.outcome))
+        span.end(end_time=started + int(call.latency * 1e9))
 
     # -- events of a slice --------------------------------------------------------------
 
