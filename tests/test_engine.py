@@ -683,6 +683,8 @@ def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> Non
 
     handle = app.start(wf)
     limit = 3
+    ends: list[tuple[str, State, State, str]] = []
+    app.hook("on_run_state")(lambda *change: ends.append(change))
 
     async def drive_with_limit() -> None:
         worker = app.worker(concurrency=1, poll_interval=0.01, max_recoveries=limit)
@@ -693,6 +695,8 @@ def test_a_step_that_keeps_crashing_its_worker_is_dead_lettered(app: App) -> Non
     assert calls == {"ok": 1, "poison": limit}
     assert run.error is not None and run.error["type"] == "RecoveryLimit"
     assert "3 times in a row without progress" in run.error["message"]
+    # The hooks (metrics, logs) hear of it like of any end.
+    assert ends[-1] == (handle.id, State.RUNNING, State.DEAD_LETTER, "wf")
     # an operator fixes the cause and redrives it: the count starts afresh
     app.retry(handle.id)
     assert app.get_run(handle.id).state == State.PENDING

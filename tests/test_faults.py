@@ -83,7 +83,7 @@ def test_a_released_run_keeps_its_place_in_the_queue(db_url: str, why: str) -> N
             )
         else:
             released = store.release([("early", claimed.token)], "w1", "shut down", 40.0)
-        assert released == 1
+        assert released.count == 1
         assert store.get_run("early").available_at == 1.0  # its original due time
         (first,) = store.claim("w2", [("wf", "1")], 1, 41.0, 30.0)
         assert first.id == "early"

@@ -59,7 +59,7 @@ def test_a_fenced_write_with_a_stale_token_is_refused_and_leaves_nothing(
     (old,) = store.claim("w1", WF, 1, 2.0, 30.0)
     # w1's lease lapses; another worker recovers and claims the run
     assert store.expired_leases(40.0) == [("r", old.token, "w1")]
-    assert store.release([("r", old.token)], "w2", "lease expired", 40.0) == 1
+    assert store.release([("r", old.token)], "w2", "lease expired", 40.0).count == 1
     (new,) = store.claim("w2", WF, 1, 41.0, 30.0)
     assert new.token == old.token + 1
     with pytest.raises(LeaseLostError):

@@ -30,6 +30,7 @@ from surestep.engine.runtime import ExhaustedHandler, RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
 from surestep.observe.logs import EventLog
+from surestep.states import State
 from surestep.storage import ClaimedRun
 
 if TYPE_CHECKING:
@@ -427,13 +428,28 @@ class Worker:
         except BaseException:
             log.exception("run %s: the worker failed executing it; releasing it", claimed.id)
             with contextlib.suppress(Exception):
-                app.store.release(
-                    [(claimed.id, claimed.token)],
-                    self.id,
-                    "worker error; see the worker's log",
-                    app.clock.now(),
-                    max_recoveries=self.max_recoveries,
-                )
+                self._recover(claimed.id, claimed.token, "worker error; see the worker's log")
+
+    def _recover(self, run_id: str, token: int, reason: str) -> None:
+        """Hand a run back after its worker failed, died or let its lease lapse; one
+        recovered too often is dead-lettered, and the hooks hear of it like any end."""
+        app = self.app
+        released = app.store.release(
+            [(run_id, token)],
+            self.id,
+            reason,
+            app.clock.now(),
+            max_recoveries=self.max_recoveries,
+        )
+        for dead, workflow in released.dead_lettered:
+            log.warning(
+                "run %s: dead-lettered after %d recoveries in a row without progress",
+                dead,
+                self.max_recoveries,
+                extra={"run_id": dead, "worker": self.id},
+            )
+            if app.hooks.on_run_state:
+                Hooks.emit(app.hooks.on_run_state, dead, State.RUNNING, State.DEAD_LETTER, workflow)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -526,13 +542,7 @@ class Worker:
         lapsed = [lease for lease in store.expired_leases(now) if lease[0] not in in_flight]
         for run, token, owner in lapsed:
             _log_takeover(run, owner, "its lease expired", self.id)
-            store.release(
-                [(run, token)],
-                self.id,
-                f"lease of worker {owner} expired",
-                now,
-                max_recoveries=self.max_recoveries,
-            )
+            self._recover(run, token, f"lease of worker {owner} expired")
         if lapsed:
             self._wake_from_any_thread()
 
@@ -585,13 +595,7 @@ class Worker:
                 gone.append((run, token, owner))
         for run, token, owner in gone:
             _log_takeover(run, owner, "its process has exited", self.id)
-            store.release(
-                [(run, token)],
-                self.id,
-                f"worker {owner} is gone (its process has exited)",
-                self.app.clock.now(),
-                max_recoveries=self.max_recoveries,
-            )
+            self._recover(run, token, f"worker {owner} is gone (its process has exited)")
 
     async def _shutdown(self) -> None:
         self._draining.set()

@@ -13,6 +13,7 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from surestep.errors import (
@@ -39,6 +40,16 @@ CLAIM_COLUMNS = (
     "id, state, workflow, workflow_version, inputs, lease_token, parent_id, compensating,"
     " trace_context, available_at"
 )
+
+
+@dataclass(frozen=True)
+class Released:
+    """What :meth:`SQLStore.release` did: how many runs it put back, and which of them
+    (run id, workflow) it dead-lettered instead, having been recovered too often."""
+
+    count: int
+    dead_lettered: tuple[tuple[str, str], ...] = ()
+
 
 EVENT_INSERT = (
     "INSERT INTO surestep_events"
@@ -406,7 +417,7 @@ class SQLStore(RunQueries):
         now: float,
         *,
         max_recoveries: int | None = None,
-    ) -> int:
+    ) -> Released:
         """Put leased runs back to pending, each only if it still has the given token.
 
         A released run keeps its place in the queue (the time it was due when claimed),
@@ -419,16 +430,18 @@ class SQLStore(RunQueries):
         crashes whatever process runs it.
         """
         released = 0
+        dead: list[tuple[str, str]] = []
         with self.transaction() as cur:
             for run_id, token in runs:
                 # Skip a run whose row another transaction holds: a frozen worker may
                 # hold it mid-transaction, and waiting on it would stall this worker.
                 cur.execute(
-                    "SELECT 1 FROM surestep_runs WHERE id = ? AND lease_token = ?"
+                    "SELECT workflow FROM surestep_runs WHERE id = ? AND lease_token = ?"
                     f" AND state = 'running' {self.lock_rows}",
                     (run_id, token),
                 )
-                if cur.fetchone() is None:
+                found = cur.fetchone()
+                if found is None:
                     continue
                 to_state, why, error = State.PENDING, reason, None
                 recoveries, mark = 0, -1
@@ -463,13 +476,15 @@ class SQLStore(RunQueries):
                 )
                 if cur.rowcount == 1:
                     released += 1
+                    if to_state == State.DEAD_LETTER:
+                        dead.append((run_id, str(found[0])))
                     cur.execute(
                         EVENT_INSERT,
                         (run_id, None, None, State.RUNNING, to_state, now, actor, why, None),
                     )
             if released:
                 self._notify(cur)
-        return released
+        return Released(released, tuple(dead))
 
     def _count_recovery(self, cur: Cursor, run_id: str) -> tuple[int, int]:
         """(recoveries in a row without progress, counting this one; the progress mark)."""
