@@ -24,7 +24,7 @@ from surestep.cli.common import (
     opened,
     since_time,
 )
-from surestep.cli.llm import budget_line, calls_table
+from surestep.cli.llm import calls_table, print_budget, read_budget
 from surestep.llm.ledger import CallLedger
 from surestep.redrive import RedriveOutcome
 from surestep.render import (
@@ -87,7 +87,7 @@ def show(
     with opened(db) as surestep_app:
         run = surestep_app.get_run(run_id)
         ledger = CallLedger(surestep_app.store)
-        model_calls, budget = ledger.calls(run_id), ledger.budget(run_id)
+        model_calls, budget = ledger.calls(run_id), read_budget(ledger, run_id)
     if as_json:
         echo_json({**asdict(run), "model_calls": [asdict(call) for call in model_calls]})
         return
@@ -96,7 +96,7 @@ def show(
     console.print(steps_table(run.steps, full) if run.steps else Text("no steps yet", style="dim"))
     if model_calls:
         console.print(calls_table(model_calls))
-        console.print(budget_line(*budget))
+        print_budget(console, model_calls, budget)
     print_tracebacks(console, run.steps, tracebacks)
     console.print(events_table(run.events))
 

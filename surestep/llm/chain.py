@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 import surestep.llm.confidence as conf
+from surestep.errors import CorruptRecordError
 from surestep.hooks import Hooks
 from surestep.llm.cache import ResponseCache, cache_key
 from surestep.llm.faults import (
@@ -225,7 +226,13 @@ def _check_budget(attempt: _Attempt, ref: str, provider: Provider, request: Chat
     site, kit = attempt.site, attempt.kit
     if not site.run_id:
         return
-    budget, spent = kit.ledger.budget(site.run_id)
+    try:
+        budget, spent = kit.ledger.budget(site.run_id)
+    except CorruptRecordError as exc:  # unreadable is not unlimited: make no call
+        raise BudgetExceededError(
+            f"run {site.run_id!r}: its budget cannot be checked, so the call to {ref} was "
+            f"not made: {exc}"
+        ) from None
     if budget is None:
         return
     usage = _estimate(request)
