@@ -98,6 +98,7 @@ class _Attempt:
     site: Site
     seq: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    retry_after: float | None = None  # the longest any model asked for
     doubtful: Answer | None = None  # a low-confidence answer, kept as the last resort
 
 
@@ -110,7 +111,9 @@ def run_chain(kit: LLMKit, plan: Plan, site: Site, messages: list[Message]) -> A
             return answer
     if attempt.doubtful is not None:  # every model unsure: a person decides
         return attempt.doubtful
-    raise ModelChainError(plan.step, attempt.failures)
+    error = ModelChainError(plan.step, attempt.failures)
+    error.retry_after = attempt.retry_after
+    raise error
 
 
 def _try_model(attempt: _Attempt, ref: str, messages: list[Message]) -> Answer | None:
@@ -124,6 +127,8 @@ def _try_model(attempt: _Attempt, ref: str, messages: list[Message]) -> Answer |
         except ModelError as exc:
             error = _classified(plan, exc)
             attempt.failures.append((ref, error.fault, str(error)))
+            if error.fault in TRANSIENT and error.retry_after is not None:
+                attempt.retry_after = max(attempt.retry_after or 0.0, error.retry_after)
             if error.fault in TRANSIENT and not plan.fallback_on_transient:
                 raise error from exc
             return None
