@@ -12,6 +12,7 @@ it cost, whether or not its reply is used.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from surestep.llm.faults import (
     ModelChainError,
     ModelError,
     ModelRateLimitedError,
+    ModelServerError,
     reclassified,
 )
 from surestep.llm.kit import LLMKit
@@ -216,7 +218,7 @@ def _call(
     reservation = _reserve(attempt, ref, request)
     began = time.monotonic()
     try:
-        response = provider.complete(request)
+        response = _checked(provider.complete(request), ref)
     except ModelError as exc:
         timing = (started, time.monotonic() - began)
         _Record(attempt, ref, messages, None, False, timing, key).write(exc.fault, error=str(exc))
@@ -225,6 +227,40 @@ def _call(
     if reservation is not None:
         _limits(kit).reconcile(reservation, response.usage.total)
     return response, False, (started, latency), key
+
+
+def _checked(response: ChatResponse, ref: str) -> ChatResponse:
+    """A provider's reply as the rest of the loop may trust it: text that is a string
+    (else a server error, recorded and retried like one); token counts that are whole
+    numbers >= 0 (an unreadable count is taken as 0 rather than priced); a finish reason
+    that is text; log-probabilities that are numbers (else none)."""
+    text = getattr(response, "text", None)
+    if not isinstance(text, str):
+        raise ModelServerError(
+            f"{ref} replied with {type(text).__name__} where text was expected; the reply "
+            f"cannot be used",
+            model=ref,
+        )
+    usage = getattr(response, "usage", None)
+    tokens = [_count(getattr(usage, name, 0)) for name in ("input_tokens", "output_tokens")]
+    finish = getattr(response, "finish_reason", None)
+    logprobs = getattr(response, "logprobs", None)
+    if not (
+        isinstance(logprobs, tuple | list)
+        and all(isinstance(p, int | float) and math.isfinite(p) for p in logprobs)
+    ):
+        logprobs = None
+    return ChatResponse(
+        text,
+        Usage(*tokens),
+        None if finish is None else str(finish),
+        str(getattr(response, "model", "") or ""),
+        None if logprobs is None else tuple(float(p) for p in logprobs),
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _check_budget(attempt: _Attempt, ref: str, provider: Provider, request: ChatRequest) -> None:

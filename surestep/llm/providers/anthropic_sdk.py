@@ -21,7 +21,13 @@ from surestep.llm.faults import (
     ModelServerError,
     ModelTimeoutError,
 )
-from surestep.llm.providers.shared import LazyClient, read_api_key, redact, status_fault
+from surestep.llm.providers.shared import (
+    LazyClient,
+    read_api_key,
+    redact,
+    status_fault,
+    unreadable_reply,
+)
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -101,7 +107,13 @@ class AnthropicProvider:
         # leads back to the SDK's request and its key.
         if isinstance(outcome, ModelError):
             raise outcome
-        return self._response(request, outcome)
+        try:
+            return self._response(request, outcome)
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:
+            # A body the SDK took without checking its shape (a compatible server's
+            # bug): a server error, so the call is recorded and retried like one.
+            problem = f"{type(exc).__name__}: {exc}"
+        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(
         self, client: anthropic.Anthropic, request: ChatRequest

@@ -19,7 +19,13 @@ from surestep.llm.faults import (
     ModelServerError,
     ModelTimeoutError,
 )
-from surestep.llm.providers.shared import LazyClient, read_api_key, redact, status_fault
+from surestep.llm.providers.shared import (
+    LazyClient,
+    read_api_key,
+    redact,
+    status_fault,
+    unreadable_reply,
+)
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -112,7 +118,13 @@ class OpenAIProvider:
         # stays empty, so no traceback leads back to the SDK request and its key.
         if isinstance(outcome, ModelError):
             raise outcome
-        return self._response(request, outcome)
+        try:
+            return self._response(request, outcome)
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:
+            # A body the SDK took without checking its shape (a compatible server's
+            # bug): a server error, so the call is recorded and retried like one.
+            problem = f"{type(exc).__name__}: {exc}"
+        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(self, client: openai.OpenAI, request: ChatRequest) -> ChatCompletion | ModelError:
         import openai

@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
 from surestep.errors import ConfigurationError
-from surestep.llm.faults import ModelError, ModelRequestError, fault_for_status
+from surestep.llm.faults import ModelError, ModelRequestError, ModelServerError, fault_for_status
 
 #: Sent as the key to servers that need none (``api_key_env=None``): the SDKs insist on
 #: having one.
@@ -133,6 +133,15 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def unreadable_reply(provider: str, model: str, problem: str) -> ModelServerError:
+    """The fault for a reply whose body does not have the shape the SDK promises."""
+    return ModelServerError(
+        f"{provider} sent a reply surestep cannot read (model {model!r}): "
+        f"{problem[:MESSAGE_LIMIT]}",
+        model=model,
+    )
 
 
 def status_fault(
