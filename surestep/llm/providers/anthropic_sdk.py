@@ -25,6 +25,7 @@ from surestep.llm.providers.shared import (
     LazyClient,
     read_api_key,
     redact,
+    safe_url,
     status_fault,
     unreadable_reply,
 )
@@ -132,8 +133,8 @@ class AnthropicProvider:
             )
         except anthropic.APIConnectionError as exc:
             return ModelConnectionError(
-                f"cannot reach {self.name} at {client.base_url} (model {request.model!r}): "
-                f"{redact(str(exc.__cause__ or exc), secret)}",
+                f"cannot reach {self.name} at {safe_url(str(client.base_url))} "
+                f"(model {request.model!r}): {redact(str(exc.__cause__ or exc), secret)}",
                 model=request.model,
             )
         except anthropic.APIStatusError as exc:
@@ -202,7 +203,7 @@ class AnthropicProvider:
         self.close()
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={safe_url(self.base_url)!r}" if self.base_url else ""
         return f"AnthropicProvider({self.name!r}{where})"
 
 

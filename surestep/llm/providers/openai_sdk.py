@@ -23,6 +23,7 @@ from surestep.llm.providers.shared import (
     LazyClient,
     read_api_key,
     redact,
+    safe_url,
     status_fault,
     unreadable_reply,
 )
@@ -141,7 +142,8 @@ class OpenAIProvider:
         except openai.APIConnectionError as exc:
             cause = redact(str(exc.__cause__ or exc), client.api_key)
             return ModelConnectionError(
-                f"cannot reach {self.name} at {client.base_url} (model {request.model!r}): {cause}",
+                f"cannot reach {self.name} at {safe_url(str(client.base_url))} "
+                f"(model {request.model!r}): {cause}",
                 model=request.model,
             )
         except openai.APIStatusError as exc:
@@ -227,7 +229,7 @@ class OpenAIProvider:
         self.close()
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={safe_url(self.base_url)!r}" if self.base_url else ""
         return f"OpenAIProvider({self.name!r}, kind={self.kind!r}{where})"
 
 

@@ -31,6 +31,10 @@ MESSAGE_LIMIT = 300
 # 401 often quotes part of the key it was sent ("Incorrect API key provided: sk-ab***yz").
 _KEY_SHAPED = re.compile(r"\b(?:sk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
 
+# A URL's user:password@ and its query (gateways take keys as ?api_key=...).
+_URL_USERINFO = re.compile(r"(?<=://)[^\s/@]*@")
+_URL_QUERY = re.compile(r"(?<=\S)(://[^\s?#]*)\?[^\s#]*")
+
 # Words providers use when the prompt does not fit the model's context window.
 _CONTEXT_WORDS = ("context_length", "context length", "context window", "prompt is too long")
 
@@ -86,10 +90,17 @@ def redact(text: str, secret: str | None) -> str:
     if secret and secret != PLACEHOLDER_KEY:
         text = text.replace(secret, "[redacted]")
     text = _KEY_SHAPED.sub("[redacted]", text)
+    text = safe_url(text)
     text = " ".join(text.split())
     if len(text) > MESSAGE_LIMIT:
         text = text[: MESSAGE_LIMIT - 3] + "..."
     return text
+
+
+def safe_url(text: str) -> str:
+    """``text`` with each URL's credentials (``user:password@``) and query taken out: a
+    base_url may carry a key, and messages naming it are stored and logged."""
+    return _URL_QUERY.sub(r"\1?[redacted]", _URL_USERINFO.sub("", text))
 
 
 def provider_message(body: object) -> str:
