@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from fakes.model_servers import ANTHROPIC, OPENAI, FakeModelServer, Reply, openai_completion
 
-from surestep import App, Retry
+from surestep import App, Retry, State
 from surestep.llm import ModelServerError
 from surestep.llm.providers import AnthropicProvider, OpenAIProvider
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
-from surestep.testing import FakeLLM, run_workflow
+from surestep.testing import FakeLLM, drive, run_workflow
 
 
 def declare(app: App, **settings: Any) -> None:
@@ -109,3 +109,14 @@ def test_a_body_of_the_wrong_shape_is_a_server_error(
                     provider.complete(request)
             else:  # the text is fine; the usage is not a number, which the loop handles
                 assert provider.complete(request).text == "x"
+
+
+def test_a_request_larger_than_the_whole_tpm_is_not_retried(app: App) -> None:
+    app.llm_provider("fake", provider=FakeLLM(respond=lambda request: "never asked"))
+    app.rate_limit("fake:a", tpm=5)
+    declare(app, models=["fake:a"])
+    handle = app.start("digest", "text")
+    drive(app, until=lambda: handle.state == State.DEAD_LETTER)
+    [step] = app.get_run(handle.id).steps
+    assert step.attempts == 1  # waiting can never admit it: retrying only delays the news
+    assert "can never be admitted" in str(app.get_run(handle.id).error)
