@@ -60,7 +60,12 @@ def state_text(state: State | str | None) -> Text:
 
 
 def format_time(epoch: float | None) -> str:
-    return "" if epoch is None else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    if epoch is None:
+        return ""
+    try:
+        return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # past what a date can show: as stored
+        return f"{epoch!r} (not a date)"
 
 
 def format_duration(seconds: float) -> str:

@@ -80,13 +80,19 @@ def parse_age(text: str, option: str) -> timedelta:
     if match is None:
         fail(f"{option} {text!r}: give a number and a unit: s, m, h, d or w (e.g. 30d)", 2)
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    return timedelta(**{unit[match[2]]: float(match[1])})
+    try:
+        return timedelta(**{unit[match[2]]: float(match[1])})
+    except OverflowError:  # past timedelta's 999,999,999 days
+        fail(f"{option} {text!r} is longer than any date reaches; give a shorter age", 2)
 
 
 def since_time(text: str) -> datetime:
     """``--since``: an age back from now, or a date/time in local time."""
     if text.strip()[-1:].isalpha():
-        return datetime.now() - parse_age(text, "--since")
+        try:
+            return datetime.now() - parse_age(text, "--since")
+        except OverflowError:  # 99999999999d: before the year 1
+            fail(f"--since {text!r} reaches back past the year 1; give a shorter age", 2)
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:

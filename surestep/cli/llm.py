@@ -3,10 +3,12 @@ run by run and workflow by workflow, and a run's budget raised to let it go on."
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +22,7 @@ from surestep.cli.common import (
     opened,
     since_time,
 )
+from surestep.errors import CorruptRecordError
 from surestep.llm.ledger import CallLedger, CostLine, ModelCall
 from surestep.render import echo_json, format_duration, format_time, new_console, new_table
 
@@ -89,16 +92,44 @@ def calls(run_id: RunId, as_json: AsJson = False, db: Db = DEFAULT_DATABASE_URL)
     """A run's model calls, in order: model, outcome, tokens, cost, latency."""
     with opened(db) as surestep_app:
         ledger = CallLedger(surestep_app.store)
-        budget_usd, spent = ledger.budget(run_id)
         found = ledger.calls(run_id)
+        budget = read_budget(ledger, run_id)
     if as_json:
+        budget_usd, spent = (None, None) if isinstance(budget, str) else budget
         echo_json(
-            {"budget_usd": budget_usd, "spent_usd": spent, "calls": [asdict(c) for c in found]}
+            {
+                "budget_usd": budget_usd,
+                "spent_usd": spent,
+                **({"budget_problem": budget} if isinstance(budget, str) else {}),
+                "calls": [asdict(c) for c in found],
+            }
         )
         return
     console = new_console()
     console.print(calls_table(found) if found else Text("no model calls", style="dim"))
-    console.print(budget_line(budget_usd, spent))
+    print_budget(console, found, budget)
+
+
+def read_budget(ledger: CallLedger, run_id: str) -> tuple[float | None, float] | str:
+    """The run's (budget, spent), or why it cannot be read: a corrupt row is shown, not
+    a reason for the listing to fail."""
+    try:
+        return ledger.budget(run_id)
+    except CorruptRecordError as exc:
+        return str(exc)
+
+
+def print_budget(
+    console: Console, found: list[ModelCall], budget: tuple[float | None, float] | str
+) -> None:
+    """The budget line under a calls table, and each row that could not be read."""
+    for call in found:
+        for problem in call.problems:
+            console.print(Text(problem, style="bold red"))
+    if isinstance(budget, str):
+        console.print(Text(f"budget: {budget}", style="bold red"))
+    else:
+        console.print(budget_line(*budget))
 
 
 def calls_table(found: list[ModelCall]) -> Table:
@@ -119,6 +150,8 @@ def calls_table(found: list[ModelCall]) -> Table:
         outcome = Text(call.outcome, style="green" if call.chosen else "yellow")
         if call.cached:
             outcome.append(" (cached)", style="dim")
+        if call.problems:
+            outcome.append(" (corrupt)", style="bold red")
         table.add_row(
             str(call.position),
             str(call.attempt),
@@ -157,9 +190,13 @@ def budget(
     with opened(db) as surestep_app:
         ledger = CallLedger(surestep_app.store)
         ledger.set_budget(run_id, None if remove else usd_amount)
-        budget_usd, spent = ledger.budget(run_id)
-    typer.echo(f"run {run_id}: {budget_line(budget_usd, spent).plain}")
+        budget = read_budget(ledger, run_id)
+    if isinstance(budget, str):  # set, but what was spent cannot be read
+        fail(f"run {run_id}: the budget was set, but {budget}")
+    typer.echo(f"run {run_id}: {budget_line(*budget).plain}")
 
 
 def usd(amount: float) -> str:
+    if not math.isfinite(amount):  # a corrupt cost in the sum (a hand edit)
+        return f"{amount} (corrupt)"
     return f"${amount:,.4f}" if amount < 1 else f"${amount:,.2f}"

@@ -25,7 +25,7 @@ from surestep.cli.common import (
     opened,
     since_time,
 )
-from surestep.cli.llm import budget_line, calls_table
+from surestep.cli.llm import calls_table, print_budget, read_budget
 from surestep.flow.store import MapProgress, MapStore
 from surestep.llm.ledger import CallLedger
 from surestep.redrive import RedriveOutcome
@@ -94,7 +94,7 @@ def show(
     with opened(db) as surestep_app:
         run = surestep_app.get_run(run_id)
         ledger = CallLedger(surestep_app.store)
-        model_calls, budget = ledger.calls(run_id), ledger.budget(run_id)
+        model_calls, budget = ledger.calls(run_id), read_budget(ledger, run_id)
         maps = MapStore(surestep_app.store).progress(run_id)
     if as_json:
         echo_json(
@@ -112,7 +112,7 @@ def show(
         console.print(maps_table(maps))
     if model_calls:
         console.print(calls_table(model_calls))
-        console.print(budget_line(*budget))
+        print_budget(console, model_calls, budget)
     print_tracebacks(console, run.steps, tracebacks)
     console.print(events_table(run.events))
 

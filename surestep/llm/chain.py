@@ -12,6 +12,7 @@ it cost, whether or not its reply is used.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 import surestep.llm.confidence as conf
+from surestep.errors import CorruptRecordError
 from surestep.hooks import Hooks
 from surestep.llm.cache import ResponseCache, cache_key
 from surestep.llm.faults import (
@@ -28,6 +30,7 @@ from surestep.llm.faults import (
     ModelChainError,
     ModelError,
     ModelRateLimitedError,
+    ModelServerError,
     reclassified,
 )
 from surestep.llm.kit import LLMKit
@@ -97,6 +100,7 @@ class _Attempt:
     site: Site
     seq: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    retry_after: float | None = None  # the longest any model asked for
     doubtful: Answer | None = None  # a low-confidence answer, kept as the last resort
 
 
@@ -109,7 +113,9 @@ def run_chain(kit: LLMKit, plan: Plan, site: Site, messages: list[Message]) -> A
             return answer
     if attempt.doubtful is not None:  # every model unsure: a person decides
         return attempt.doubtful
-    raise ModelChainError(plan.step, attempt.failures)
+    error = ModelChainError(plan.step, attempt.failures)
+    error.retry_after = attempt.retry_after
+    raise error
 
 
 def _try_model(attempt: _Attempt, ref: str, messages: list[Message]) -> Answer | None:
@@ -123,6 +129,8 @@ def _try_model(attempt: _Attempt, ref: str, messages: list[Message]) -> Answer |
         except ModelError as exc:
             error = _classified(plan, exc)
             attempt.failures.append((ref, error.fault, str(error)))
+            if error.fault in TRANSIENT and error.retry_after is not None:
+                attempt.retry_after = max(attempt.retry_after or 0.0, error.retry_after)
             if error.fault in TRANSIENT and not plan.fallback_on_transient:
                 raise error from exc
             return None
@@ -210,7 +218,7 @@ def _call(
     reservation = _reserve(attempt, ref, request)
     began = time.monotonic()
     try:
-        response = provider.complete(request)
+        response = _checked(provider.complete(request), ref)
     except ModelError as exc:
         timing = (started, time.monotonic() - began)
         _Record(attempt, ref, messages, None, False, timing, key).write(exc.fault, error=str(exc))
@@ -221,11 +229,51 @@ def _call(
     return response, False, (started, latency), key
 
 
+def _checked(response: ChatResponse, ref: str) -> ChatResponse:
+    """A provider's reply as the rest of the loop may trust it: text that is a string
+    (else a server error, recorded and retried like one); token counts that are whole
+    numbers >= 0 (an unreadable count is taken as 0 rather than priced); a finish reason
+    that is text; log-probabilities that are numbers (else none)."""
+    text = getattr(response, "text", None)
+    if not isinstance(text, str):
+        raise ModelServerError(
+            f"{ref} replied with {type(text).__name__} where text was expected; the reply "
+            f"cannot be used",
+            model=ref,
+        )
+    usage = getattr(response, "usage", None)
+    tokens = [_count(getattr(usage, name, 0)) for name in ("input_tokens", "output_tokens")]
+    finish = getattr(response, "finish_reason", None)
+    logprobs = getattr(response, "logprobs", None)
+    if not (
+        isinstance(logprobs, tuple | list)
+        and all(isinstance(p, int | float) and math.isfinite(p) for p in logprobs)
+    ):
+        logprobs = None
+    return ChatResponse(
+        text,
+        Usage(*tokens),
+        None if finish is None else str(finish),
+        str(getattr(response, "model", "") or ""),
+        None if logprobs is None else tuple(float(p) for p in logprobs),
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _check_budget(attempt: _Attempt, ref: str, provider: Provider, request: ChatRequest) -> None:
     site, kit = attempt.site, attempt.kit
     if not site.run_id:
         return
-    budget, spent = kit.ledger.budget(site.run_id)
+    try:
+        budget, spent = kit.ledger.budget(site.run_id)
+    except CorruptRecordError as exc:  # unreadable is not unlimited: make no call
+        raise BudgetExceededError(
+            f"run {site.run_id!r}: its budget cannot be checked, so the call to {ref} was "
+            f"not made: {exc}"
+        ) from None
     if budget is None:
         return
     usage = _estimate(request)

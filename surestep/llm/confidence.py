@@ -49,7 +49,11 @@ def measure(source: ConfidenceSource, output: Any, response: ChatResponse) -> fl
     if source is None:
         return None
     if callable(source):
-        return _unit(source(output, response), "the confidence function's result")
+        try:
+            given = source(output, response)
+        except Exception as exc:  # the user's function: the call it judges is still paid
+            raise ValueError(f"the confidence function raised {type(exc).__name__}: {exc}") from exc
+        return _unit(given, "the confidence function's result")
     if wants_logprobs(source):
         if not response.logprobs:
             return None

@@ -9,6 +9,7 @@ every repair: also the next model). Users reclassify with ``classify=`` on the s
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from surestep.errors import SurestepError
@@ -37,7 +38,22 @@ class ModelError(SurestepError):
         super().__init__(message)
         self.model = model
         self.status = status
-        self.retry_after = retry_after
+        self.retry_after = _sane_wait(retry_after)
+
+
+#: The longest Retry-After honoured: a server's "retry in 1e300 seconds" (a bug, a hostile
+#: gateway) would otherwise park the run for ever and past what a date can show.
+MAX_RETRY_AFTER = 86_400.0
+
+
+def _sane_wait(seconds: float | None) -> float | None:
+    """A Retry-After as a wait the run can take: None when it is not a number >= 0,
+    capped at :data:`MAX_RETRY_AFTER`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return None
+    if not math.isfinite(seconds) and seconds != math.inf:
+        return None
+    return None if seconds < 0 else min(float(seconds), MAX_RETRY_AFTER)
 
 
 class ModelTimeoutError(ModelError):

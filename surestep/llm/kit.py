@@ -155,13 +155,19 @@ def find_kit(model: str) -> LLMKit:
     """The kit that knows ``model``'s provider, for calls made outside an LLM step."""
     name = model.split(":", 1)[0]
     kits = [kit for kit in list(_KITS) if name in kit._providers]
+    if not kits and name in ("openai", "anthropic"):
+        # Predefined in every App: only a lone App is sure to be the right one. Any App
+        # would do the call, but its ledger and budgets are in that App's database.
+        kits = list(_KITS)
     if len(kits) == 1:
         return kits[0]
-    if not kits and name in ("openai", "anthropic"):
-        for kit in list(_KITS):
-            return kit
+    if not kits:
+        raise ConfigurationError(
+            f"no App declares the provider {name!r} of {model!r}: declare it with "
+            f"app.llm_provider({name!r}, ...), and pass app= to surestep.llm.complete"
+        )
     raise ConfigurationError(
-        f"cannot tell which App's provider {name!r} to use ({len(kits)} Apps declare it); "
+        f"cannot tell which App's provider {name!r} to use ({len(kits)} Apps have it); "
         f"pass app= to surestep.llm.complete"
     )
 

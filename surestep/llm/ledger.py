@@ -8,10 +8,11 @@ call a stale worker made still cost money.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
-from surestep.errors import RunNotFoundError
+from surestep.errors import CorruptRecordError, RunNotFoundError
 from surestep.registry import check_budget
 from surestep.storage.transient import retry_transient
 from surestep.storage.workers import Transactional
@@ -44,13 +45,19 @@ class ModelCall:
     chosen: bool
     cached: bool
     started_at: float
+    #: What of the stored row could not be read (a hand edit, a bad restore): each such
+    #: column is shown as 0/None/False instead, so one bad row never breaks a listing.
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def model_ref(self) -> str:
         return f"{self.provider}:{self.model}"
 
 
-_COLUMNS = tuple(f.name for f in fields(ModelCall))
+_COLUMNS = tuple(f.name for f in fields(ModelCall) if f.name != "problems")
+_INTS = ("position", "attempt", "seq", "input_tokens", "output_tokens")
+_FLOATS = ("cost_usd", "latency", "started_at")
+_FLAGS = ("priced", "chosen", "cached")
 _INSERT = (
     f"INSERT INTO surestep_llm_calls ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -86,12 +93,18 @@ class CallLedger:
 
     @retry_transient
     def record(self, call: ModelCall) -> None:
+        # Texts come from providers (error messages, finish reasons): PostgreSQL refuses
+        # a NUL in a text column, and the call must be recorded all the same.
+        values = tuple(_storable(getattr(call, name)) for name in _COLUMNS)
         with self._store.transaction() as cur:
-            cur.execute(_INSERT, tuple(getattr(call, name) for name in _COLUMNS))
+            cur.execute(_INSERT, values)
 
     @retry_transient
     def budget(self, run_id: str) -> tuple[float | None, float]:
-        """The run's budget (None: none) and what its calls have cost so far."""
+        """The run's budget (None: none) and what its calls have cost so far.
+
+        Raises :class:`CorruptRecordError` when either cannot be read as a number (a
+        hand edit): a budget that cannot be checked must not be taken as no budget."""
         with self._store.reading() as cur:
             cur.execute(
                 "SELECT budget_usd, (SELECT COALESCE(SUM(cost_usd), 0) FROM surestep_llm_calls"
@@ -101,7 +114,15 @@ class CallLedger:
             row = cur.fetchone()
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
-        return (None if row[0] is None else float(row[0])), float(row[1])
+        budget = None if row[0] is None else _finite(row[0])
+        if row[0] is not None and (budget is None or budget < 0):
+            detail = f"the budget is {row[0]!r}, not a number of USD >= 0"
+            raise CorruptRecordError("surestep_runs", "budget_usd", run_id, None, detail)
+        spent = _finite(row[1])
+        if spent is None:
+            detail = f"the calls' costs add up to {row[1]!r}: a call's cost_usd is not a number"
+            raise CorruptRecordError("surestep_llm_calls", "cost_usd", run_id, None, detail)
+        return budget, spent
 
     @retry_transient
     def set_budget(self, run_id: str, budget_usd: float | None) -> None:
@@ -119,7 +140,7 @@ class CallLedger:
         """A run's model calls in the order they were made."""
         with self._store.reading() as cur:
             cur.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM surestep_llm_calls WHERE run_id = ?"
+                f"SELECT id, {', '.join(_COLUMNS)} FROM surestep_llm_calls WHERE run_id = ?"
                 " ORDER BY position, attempt, seq, id",
                 (run_id,),
             )
@@ -150,10 +171,50 @@ class CallLedger:
 
 
 def _call(row: Sequence[object]) -> ModelCall:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    for flag in ("priced", "chosen", "cached"):
-        values[flag] = bool(values[flag])
-    return ModelCall(**values)  # type: ignore[arg-type]
+    """A stored row as a ModelCall; a value that cannot be read is replaced (0, None,
+    False, "") and named in ``problems``, so a listing shows the row instead of failing."""
+    call_id, values = row[0], dict(zip(_COLUMNS, row[1:], strict=True))
+    problems: list[str] = []
+
+    def bad(column: str, shown: object) -> object:
+        problems.append(
+            f"corrupt record: surestep_llm_calls.{column} of call {call_id} is "
+            f"{values[column]!r}; shown as {shown!r}"
+        )
+        return shown
+
+    for name in _INTS:
+        number = _finite(values[name])
+        ok = number is not None and number.is_integer() and number >= 0
+        values[name] = int(number) if ok and number is not None else bad(name, 0)
+    for name in _FLOATS:
+        number = _finite(values[name])
+        values[name] = number if number is not None else bad(name, 0.0)
+    if values["confidence"] is not None:
+        number = _finite(values["confidence"])
+        values["confidence"] = number if number is not None else bad("confidence", None)
+    for name in _FLAGS:
+        flag = values[name]
+        values[name] = bool(flag) if flag in (0, 1) else bad(name, False)
+    for name, value in values.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            values[name] = str(value)  # a text column holding bytes: shown as it is
+    return ModelCall(**values, problems=tuple(problems))  # type: ignore[arg-type]
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is not a number (or NaN, ±inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _storable(value: object) -> object:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def _cost_line(row: Sequence[object]) -> CostLine:

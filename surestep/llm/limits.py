@@ -54,9 +54,11 @@ class Wait:
 
 
 class RequestTooLargeError(ConfigurationError):
-    """A request's tokens exceed the key's whole tpm: no window could ever admit it."""
+    """A request's tokens exceed the key's whole tpm: no window could ever admit it, so a
+    step does not retry it (``permanent``) but goes to its ``on_exhausted`` route."""
 
     code = "rate_limit_too_small"
+    permanent = True
 
 
 #: The least wait returned: a wait rounded to 0 would make a caller spin.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pydantic import BaseModel
 from typer.testing import CliRunner, Result
@@ -91,3 +92,12 @@ def test_budget_raises_and_removes(db_url: str) -> None:
     assert missing.exit_code == 1 and "no run with id 'nope'" in missing.stderr
     negative = invoke("budget", stopped, "--usd", "-1", "--db", db_url)
     assert negative.exit_code != 0 and "budget_usd must be" in negative.stderr
+
+
+def test_costs_since_an_age_past_any_date_is_a_usage_error(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'surestep.db'}"
+    App(db).close()
+    for age, why in (("99999999999d", "longer than any date"), ("999999999d", "past the year 1")):
+        result = invoke("costs", "--since", age, "--db", db)
+        assert result.exit_code == 2, result.output
+        assert why in result.output and "give a shorter age" in result.output

@@ -113,3 +113,40 @@ def test_no_key_is_stored_logged_or_shown(
     ]:
         for canary in (CANARY_OPENAI, CANARY_ANTHROPIC, CANARY_OPENAI[3:20]):
             assert canary not in text, f"a key leaked into {where}"
+
+
+def test_a_key_in_the_base_url_is_not_stored_when_the_server_cannot_be_reached(
+    db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Gateways take a key as user:password@ or ?api_key=: a connection error names the
+    # server, and what it names is stored.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY_ANTHROPIC)
+    with FakeModelServer() as server:
+        port = server.port
+    # The server is closed: nothing listens on its port any more.
+    app = App(db_url, clock=clock)
+    app.llm_provider("gw", base_url=f"http://user:{CANARY_OPENAI}@127.0.0.1:{port}/v1?k=pw")
+    app.llm_provider(
+        "claude", kind="anthropic", base_url=f"http://key:{CANARY_OPENAI}@127.0.0.1:{port}"
+    )
+    summarize = app.llm_step(
+        name="summarize",
+        models=["gw:m", "claude:haiku"],
+        prompt=lambda text: text,
+        fallback_on_transient=True,
+        retry=Retry(max_attempts=1),
+    )
+
+    @app.workflow(name="digest")
+    def digest(text: str) -> str:
+        return str(summarize(text))
+
+    handle = app.start("digest", "text")
+    drive(app, until=lambda: handle.state == State.DEAD_LETTER)
+    calls = app.llm.ledger.calls(handle.id)
+    stored = every_row(app)
+    app.close()
+    assert [c.outcome for c in calls] == ["connection", "connection"]
+    assert f"127.0.0.1:{port}/v1" in str(calls[0].error)
+    assert CANARY_OPENAI not in stored and "pw" not in str(calls[0].error)
+    assert CANARY_OPENAI not in repr(app.llm.resolve("gw:m")[0])

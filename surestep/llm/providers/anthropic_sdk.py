@@ -21,7 +21,14 @@ from surestep.llm.faults import (
     ModelServerError,
     ModelTimeoutError,
 )
-from surestep.llm.providers.shared import LazyClient, read_api_key, redact, status_fault
+from surestep.llm.providers.shared import (
+    LazyClient,
+    read_api_key,
+    redact,
+    safe_url,
+    status_fault,
+    unreadable_reply,
+)
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -101,7 +108,13 @@ class AnthropicProvider:
         # leads back to the SDK's request and its key.
         if isinstance(outcome, ModelError):
             raise outcome
-        return self._response(request, outcome)
+        try:
+            return self._response(request, outcome)
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:
+            # A body the SDK took without checking its shape (a compatible server's
+            # bug): a server error, so the call is recorded and retried like one.
+            problem = f"{type(exc).__name__}: {exc}"
+        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(
         self, client: anthropic.Anthropic, request: ChatRequest
@@ -120,8 +133,8 @@ class AnthropicProvider:
             )
         except anthropic.APIConnectionError as exc:
             return ModelConnectionError(
-                f"cannot reach {self.name} at {client.base_url} (model {request.model!r}): "
-                f"{redact(str(exc.__cause__ or exc), secret)}",
+                f"cannot reach {self.name} at {safe_url(str(client.base_url))} "
+                f"(model {request.model!r}): {redact(str(exc.__cause__ or exc), secret)}",
                 model=request.model,
             )
         except anthropic.APIStatusError as exc:
@@ -190,7 +203,7 @@ class AnthropicProvider:
         self.close()
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={safe_url(self.base_url)!r}" if self.base_url else ""
         return f"AnthropicProvider({self.name!r}{where})"
 
 

@@ -19,7 +19,14 @@ from surestep.llm.faults import (
     ModelServerError,
     ModelTimeoutError,
 )
-from surestep.llm.providers.shared import LazyClient, read_api_key, redact, status_fault
+from surestep.llm.providers.shared import (
+    LazyClient,
+    read_api_key,
+    redact,
+    safe_url,
+    status_fault,
+    unreadable_reply,
+)
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
 if TYPE_CHECKING:
@@ -112,7 +119,13 @@ class OpenAIProvider:
         # stays empty, so no traceback leads back to the SDK request and its key.
         if isinstance(outcome, ModelError):
             raise outcome
-        return self._response(request, outcome)
+        try:
+            return self._response(request, outcome)
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:
+            # A body the SDK took without checking its shape (a compatible server's
+            # bug): a server error, so the call is recorded and retried like one.
+            problem = f"{type(exc).__name__}: {exc}"
+        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(self, client: openai.OpenAI, request: ChatRequest) -> ChatCompletion | ModelError:
         import openai
@@ -129,7 +142,8 @@ class OpenAIProvider:
         except openai.APIConnectionError as exc:
             cause = redact(str(exc.__cause__ or exc), client.api_key)
             return ModelConnectionError(
-                f"cannot reach {self.name} at {client.base_url} (model {request.model!r}): {cause}",
+                f"cannot reach {self.name} at {safe_url(str(client.base_url))} "
+                f"(model {request.model!r}): {cause}",
                 model=request.model,
             )
         except openai.APIStatusError as exc:
@@ -215,7 +229,7 @@ class OpenAIProvider:
         self.close()
 
     def __repr__(self) -> str:
-        where = f", base_url={self.base_url!r}" if self.base_url else ""
+        where = f", base_url={safe_url(self.base_url)!r}" if self.base_url else ""
         return f"OpenAIProvider({self.name!r}, kind={self.kind!r}{where})"
 
 

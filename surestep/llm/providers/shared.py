@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Generic, TypeVar
 
 from surestep.errors import ConfigurationError
-from surestep.llm.faults import ModelError, ModelRequestError, fault_for_status
+from surestep.llm.faults import ModelError, ModelRequestError, ModelServerError, fault_for_status
 
 #: Sent as the key to servers that need none (``api_key_env=None``): the SDKs insist on
 #: having one.
@@ -30,6 +30,10 @@ MESSAGE_LIMIT = 300
 # Key-shaped words (OpenAI "sk-...", "sk-proj-...", Anthropic "sk-ant-..."): a provider's
 # 401 often quotes part of the key it was sent ("Incorrect API key provided: sk-ab***yz").
 _KEY_SHAPED = re.compile(r"\b(?:sk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+# A URL's user:password@ and its query (gateways take keys as ?api_key=...).
+_URL_USERINFO = re.compile(r"(?<=://)[^\s/@]*@")
+_URL_QUERY = re.compile(r"(?<=\S)(://[^\s?#]*)\?[^\s#]*")
 
 # Words providers use when the prompt does not fit the model's context window.
 _CONTEXT_WORDS = ("context_length", "context length", "context window", "prompt is too long")
@@ -86,10 +90,17 @@ def redact(text: str, secret: str | None) -> str:
     if secret and secret != PLACEHOLDER_KEY:
         text = text.replace(secret, "[redacted]")
     text = _KEY_SHAPED.sub("[redacted]", text)
+    text = safe_url(text)
     text = " ".join(text.split())
     if len(text) > MESSAGE_LIMIT:
         text = text[: MESSAGE_LIMIT - 3] + "..."
     return text
+
+
+def safe_url(text: str) -> str:
+    """``text`` with each URL's credentials (``user:password@``) and query taken out: a
+    base_url may carry a key, and messages naming it are stored and logged."""
+    return _URL_QUERY.sub(r"\1?[redacted]", _URL_USERINFO.sub("", text))
 
 
 def provider_message(body: object) -> str:
@@ -133,6 +144,15 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def unreadable_reply(provider: str, model: str, problem: str) -> ModelServerError:
+    """The fault for a reply whose body does not have the shape the SDK promises."""
+    return ModelServerError(
+        f"{provider} sent a reply surestep cannot read (model {model!r}): "
+        f"{problem[:MESSAGE_LIMIT]}",
+        model=model,
+    )
 
 
 def status_fault(
