@@ -82,6 +82,10 @@ def test_a_signed_request_starts_one_run_and_a_redelivery_no_other(
     again = post(http, "ingest", body, signed(body, "msg_2fQ", clock.now()))
     assert (again.status_code, again.json()) == (202, first.json())
     assert run_ids(ingest) == ["webhook:ingest:msg_2fQ"]
+    changed = json.dumps({"doc_id": "d-7", "pages": 4}).encode()
+    reused = post(http, "ingest", changed, signed(changed, "msg_2fQ", clock.now()))
+    assert (reused.status_code, reused.json()["code"]) == (409, "idempotency_conflict")
+    assert run_ids(ingest) == ["webhook:ingest:msg_2fQ"]
     handle = ingest.handle("webhook:ingest:msg_2fQ")
     drive(ingest, until=lambda: handle.state is State.SUCCESS)
     assert handle.result() == "d-7:3"
