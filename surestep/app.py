@@ -22,7 +22,9 @@ from surestep.errors import (
     StorageError,
     UnknownWorkflowError,
 )
+from surestep.flow.schedules import Schedules
 from surestep.flow.store import MapStore
+from surestep.flow.triggers import Trigger, Triggers
 from surestep.handle import RunHandle
 from surestep.hooks import Hooks
 from surestep.llm.methods import LLMMethods
@@ -99,7 +101,9 @@ class App(LLMMethods):
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         # Checks confidence drift every few minutes once on_drift has a hook.
         self.drift = DriftWatch(self)
-        self.timers: tuple[Timer, ...] = (self.reviews, self.drift)
+        self.schedules = Schedules(self, self.workflow)
+        self.triggers = Triggers()
+        self.timers: tuple[Timer, ...] = (self.reviews, self.drift, self.schedules)
         self._webhooks: Webhooks | None = None
         self.tracing: Tracing | None = None
         if tracing is not False:
@@ -179,6 +183,45 @@ class App(LLMMethods):
         if callable(name):  # @app.workflow, without parentheses
             return register(name)
         return register
+
+    def schedule(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+        version: str = "1",
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Start a run of the decorated function at every fire time of ``cron`` (in
+        ``timezone``, DST-correct); it is registered as the workflow ``name``.
+
+        >>> @app.schedule("0 3 * * *", name="nightly", timezone="Europe/Berlin")  # doctest: +SKIP
+        ... def nightly(fired_at: datetime) -> None: ...
+
+        Workers fire it, each fire once (run id ``schedule:<name>:<fire time>``).
+        ``catch_up`` says what a worker does with fires missed while none ran:
+        ``"latest"`` starts only the last, ``"all"`` each (at most 100), ``"none"``
+        none. See docs/schedules.md.
+        """
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            wf_name = name if name is not None else _default_name(fn, "workflow")
+            workflow: Callable[P, R] = self.schedules.add(
+                fn, cron, name=wf_name, timezone=timezone, catch_up=catch_up, version=version
+            )
+            return workflow
+
+        return register
+
+    def webhook_trigger(self, workflow: Callable[..., Any] | str, *, secret_env: str) -> Trigger:
+        """Let Standard Webhooks senders start runs of ``workflow`` with a POST to
+        ``/api/trigger/<workflow>`` of ``surestep serve --app``, signed with the
+        ``whsec_...`` secret in the environment variable ``secret_env``. The body (a JSON
+        object) gives the workflow's arguments; the ``webhook-id`` the run id, so a
+        redelivery starts nothing new. See docs/schedules.md.
+        """
+        return self.triggers.add(self._resolve(workflow).name, secret_env)
 
     @overload
     def step(

@@ -12,7 +12,8 @@ One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
 (the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
 :mod:`surestep.cli.review` (review tasks and the audit log), :mod:`surestep.cli.users`
-(users of the REST API), :mod:`surestep.cli.serve` (the API), :mod:`surestep.cli.chaos`
+(users of the REST API), :mod:`surestep.cli.schedules` (cron schedules),
+:mod:`surestep.cli.serve` (the API), :mod:`surestep.cli.chaos`
 (the chaos model server);
 :mod:`surestep.cli.common` holds what they share.
 """
@@ -21,7 +22,19 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, chaos, llm, observe, review, runs, serve, users, versions, worker
+from surestep.cli import (
+    admin,
+    chaos,
+    llm,
+    observe,
+    review,
+    runs,
+    schedules,
+    serve,
+    users,
+    versions,
+    worker,
+)
 
 app = typer.Typer(
     name="surestep",
@@ -39,6 +52,7 @@ llm.register(app)
 versions.register(app)
 admin.register(app)
 review.register(app)
+schedules.register(app)
 users.register(app)
 serve.register(app)
 observe.register(app)

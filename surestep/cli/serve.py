@@ -21,14 +21,52 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     db: Db = DEFAULT_DATABASE_URL,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            metavar="MODULE:APP",
+            help="Serve your App (e.g. myproject.jobs:app): its webhook triggers answer "
+            "at /api/trigger/WORKFLOW. Its database, unless --db is given.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (review tasks, runs) until Ctrl-C. Users and tokens come from
     `surestep users add`."""
     with library_errors():
         import surestep.web  # the web extra, or the pip line to install it
 
+    if target is not None:
+        _serve_app(target, db, host, port)
+        return
     with opened(db) as surestep_app:
         surestep_app.store  # noqa: B018 -- open (and check) the database before listening
-        shown = "localhost" if host in ("127.0.0.1", "::1") else host
-        typer.echo(f"surestep API on http://{shown}:{port}/api (docs: /api/docs); Ctrl-C stops it")
+        _announce(host, port)
         surestep.web.serve(surestep_app, host, port)
+
+
+def _announce(host: str, port: int) -> None:
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    typer.echo(f"surestep API on http://{shown}:{port}/api (docs: /api/docs); Ctrl-C stops it")
+
+
+def _serve_app(target: str, db: str | None, host: str, port: int) -> None:
+    """Serve the user's App (its workflows and webhook triggers), checking first that
+    every trigger's secret is in the environment."""
+    import surestep.web
+    from surestep.cli.worker import load_app
+
+    with library_errors():
+        surestep_app = load_app(target)
+        if db is not None and db != DEFAULT_DATABASE_URL:
+            surestep_app.close()
+            surestep_app.database_url = db
+        for declared in surestep_app.triggers.all():
+            declared.key()  # a missing or malformed secret fails here, not per request
+        surestep_app.store  # noqa: B018 -- open (and check) the database before listening
+        _announce(host, port)
+        try:
+            surestep.web.serve(surestep_app, host, port)
+        finally:
+            surestep_app.close()

@@ -103,7 +103,7 @@ def worker(
     database it uses (password redacted) when it starts.
     """
     with library_errors():
-        surestep_app = _load_app(target)
+        surestep_app = load_app(target)
         _configure_logging(log_format)
         if db is not None:
             surestep_app.close()  # in case importing the module already opened the store
@@ -122,7 +122,7 @@ def worker(
     surestep_app.close()
 
 
-def _load_app(target: str) -> App:
+def load_app(target: str) -> App:
     """Import ``module:attribute`` from the current directory and check it is an App."""
     module_name, _, attribute = target.partition(":")
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:

@@ -1,4 +1,5 @@
-"""Flow: fan-out over batches (``surestep.map``), built on child runs and a durable wait."""
+"""Flow: fan-out over batches (``surestep.map``), cron schedules and webhook triggers:
+features built on child runs, durable waits and the engine's idempotent start."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from surestep.app import App
 from surestep.web.api.metrics import router as metrics_router
 from surestep.web.api.reviews import router as reviews_router
 from surestep.web.api.runs import router as runs_router
+from surestep.web.api.triggers import router as triggers_router
 from surestep.web.api.users import router as users_router
 from surestep.web.auth import Caller
 
@@ -35,7 +36,7 @@ def create_app(app: App) -> FastAPI:
     )
     api.state.surestep = app
     errors.install(api)
-    for router in (reviews_router, runs_router, users_router):
+    for router in (reviews_router, runs_router, users_router, triggers_router):
         api.include_router(router, prefix="/api")
     api.include_router(metrics_router)  # at /metrics, where Prometheus looks
 
