@@ -733,3 +733,41 @@ def test_shutdown_stops_runs_at_the_next_step_boundary_and_releases_them(db_url:
     drive(app, until=lambda: handle.state == State.SUCCESS)
     assert handle.result() == sum(range(200))
     app.close()
+
+
+def test_a_worker_with_every_slot_busy_still_applies_deadlines(db_url: str) -> None:
+    import threading
+    from datetime import timedelta
+
+    app = App(db_url)  # the real clock: the busy step really holds the slot
+    release = threading.Event()
+
+    @app.step()
+    def hold() -> None:
+        release.wait(30)
+
+    @app.workflow(name="busy")
+    def busy() -> None:
+        hold()
+
+    @app.workflow(name="queued")
+    def queued() -> None: ...
+
+    try:
+        held = app.start("busy")
+        late = app.start("queued", deadline=timedelta(seconds=0.5), on_deadline="cancel")
+        worker = app.worker(concurrency=1, poll_interval=0.05)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while late.state != State.CANCELLED:
+                assert time.monotonic() < deadline, "the deadline was not applied"
+                time.sleep(0.05)
+            assert held.state == State.RUNNING  # the one slot was busy all along
+        finally:
+            release.set()
+            worker.stop()
+            thread.join(30)
+    finally:
+        app.close()

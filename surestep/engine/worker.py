@@ -64,6 +64,10 @@ class Wakers:
             wake()
 
 
+#: Seconds between looks at the timers while every slot of a worker is busy.
+FULL_TIMER_CHECK = 1.0
+
+
 class WorkerHost(Protocol):
     """What a worker needs of its App (an :class:`surestep.App` is one)."""
 
@@ -321,7 +325,10 @@ class Worker:
             self._wake.clear()
             free = self.concurrency - len(self._running)
             if free == 0:
-                await self._wake.wait()  # a finishing run, or stop(), wakes us
+                # Every slot is busy, but timers still come due (deadlines, review SLAs,
+                # schedules): look at them now and then; a finishing run wakes us sooner.
+                self._enforce_deadlines()
+                await self._nap(FULL_TIMER_CHECK)
                 continue
             self._enforce_deadlines()
             try:
