@@ -14,7 +14,7 @@ import processes
 import pytest
 from fakes.model_servers import OPENAI, FakeModelServer, Reply, openai_completion
 
-from surestep import State
+from surestep import App, State
 
 LLM_APP = Path(__file__).with_name("llm_app.py")
 
@@ -50,6 +50,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         time.sleep(0.02)
 
 
+def live_workers(app: App) -> int:
+    with app.store.reading() as cur:
+        cur.execute("SELECT COUNT(*) FROM surestep_workers WHERE stopped_at IS NULL")
+        return int(cur.fetchone()[0])
+
+
 def answers(n: int, delay: float = 0.0, first: int = 0) -> list[Reply]:
     return [
         Reply(body=openai_completion(f'{{"label": "l{i}"}}'), delay=delay)
@@ -66,7 +72,7 @@ def test_two_workers_share_one_rate_limit(
     app = llm_app.build(db_url, server.openai_base_url, rpm)
     try:
         workers = [spawn(rpm), spawn(rpm)]
-        time.sleep(1.0)  # both polling before the runs arrive
+        wait_for(lambda: live_workers(app) == 2, "both workers up")
         handles = [app.start("label", f"ticket {n}") for n in range(10)]
         wait_for(lambda: sum(h.state == State.SUCCESS for h in handles) == rpm, "6 runs done")
         time.sleep(3.0)  # both workers keep trying; the window holds them back
