@@ -26,7 +26,14 @@ from surestep.states import State, check_run_transition, check_step_transition
 from surestep.storage.decode import Where, json_value, optional_state
 from surestep.storage.decode import state as state_of
 from surestep.storage.reads import RunQueries
-from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
+from surestep.storage.rows import (
+    ClaimedRun,
+    Cursor,
+    Placement,
+    RecordedStep,
+    StepOutcome,
+    placement_columns,
+)
 from surestep.storage.transient import retry_transient
 
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
@@ -124,6 +131,7 @@ class SQLStore(RunQueries):
         on_deadline: str | None = None,
         trace_context: str | None = None,
         budget_usd: float | None = None,
+        placement: Placement | None = None,
     ) -> bool:
         """Insert a pending run; return False when ``run_id`` exists already.
 
@@ -134,8 +142,8 @@ class SQLStore(RunQueries):
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
                 " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline,"
-                " trace_context, budget_usd)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " trace_context, budget_usd, queue, priority, concurrency_key)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
@@ -150,6 +158,7 @@ class SQLStore(RunQueries):
                     on_deadline,
                     trace_context,
                     budget_usd,
+                    *placement_columns(placement),
                 ),
             )
             if cur.rowcount == 1:
