@@ -203,31 +203,37 @@ class SQLStore(RunQueries):
         sql, params = self._due_runs(workflows, now, limit)
         with self.transaction() as cur:
             cur.execute(sql, params)
-            rows = cur.fetchall()
-            if not rows:
-                return []
-            expires = now + lease_seconds
-            # available_at stays: it is the run's place in the queue, which a release
-            # (the worker died, or shut down) gives back to it.
-            cur.executemany(
-                "UPDATE surestep_runs SET state = 'running', lease_owner = ?,"
-                " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
-                [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
-            )
-            cur.executemany(
-                EVENT_INSERT,
-                [
-                    (row[0], None, None, row[1], State.RUNNING, now, worker, "claimed", None)
-                    for row in rows
-                ],
-            )
-            problems: dict[str, CorruptRecordError] = {}
-            recorded = self._recorded(cur, [row[0] for row in rows], problems)
-            for row in rows:
-                self._check_run_row(row, problems)
-            for run_id, problem in problems.items():
-                token = next(row[5] + 1 for row in rows if row[0] == run_id)
-                self._quarantine(cur, run_id, token, worker, problem, now)
+            return self._lease(cur, cur.fetchall(), worker, now, lease_seconds)
+
+    def _lease(
+        self, cur: Cursor, rows: Sequence[Any], worker: str, now: float, lease_seconds: float
+    ) -> list[ClaimedRun]:
+        """Lease the due runs ``rows`` (``CLAIM_COLUMNS`` first) to ``worker``, inside the
+        claim's transaction: each goes to running with a new token, its steps read."""
+        if not rows:
+            return []
+        expires = now + lease_seconds
+        # available_at stays: it is the run's place in the queue, which a release
+        # (the worker died, or shut down) gives back to it.
+        cur.executemany(
+            "UPDATE surestep_runs SET state = 'running', lease_owner = ?,"
+            " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
+            [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
+        )
+        cur.executemany(
+            EVENT_INSERT,
+            [
+                (row[0], None, None, row[1], State.RUNNING, now, worker, "claimed", None)
+                for row in rows
+            ],
+        )
+        problems: dict[str, CorruptRecordError] = {}
+        recorded = self._recorded(cur, [row[0] for row in rows], problems)
+        for row in rows:
+            self._check_run_row(row, problems)
+        for run_id, problem in problems.items():
+            token = next(row[5] + 1 for row in rows if row[0] == run_id)
+            self._quarantine(cur, run_id, token, worker, problem, now)
         return [
             ClaimedRun(
                 r[0],
