@@ -10,8 +10,17 @@ from typing import Any
 
 import pytest
 
+import surestep
 from surestep import App, ConfigurationError, State
-from surestep.storage.queues import QueueStore, pick
+from surestep.storage.queues import (
+    HEAD_SQL,
+    KEY_HEAD_SQL,
+    KEYS_SQL,
+    RUNNING_SQL,
+    QueueStore,
+    pick,
+    served_condition,
+)
 from surestep.testing import drive
 
 
@@ -79,9 +88,7 @@ def test_a_queue_holds_its_concurrency_with_many_free_slots(app: App) -> None:
     assert (figures.name, figures.concurrency, figures.running, figures.due) == ("llm", 3, 0, 0)
 
 
-def test_higher_priority_is_claimed_first_and_equal_priority_is_fifo(
-    app: App, clock: Any
-) -> None:
+def test_higher_priority_is_claimed_first_and_equal_priority_is_fifo(app: App, clock: Any) -> None:
     gauge = Gauge()
     queue_app(app, gauge, concurrency=1)
     for n, priority in enumerate([0, 5, 0, 10, 5, -1]):
@@ -147,9 +154,7 @@ def test_keyed_workflows_of_a_queue_must_agree_on_the_cap(tmp_path: Any) -> None
     app.queue("q", concurrency=4)
     app.workflow(name="a", queue="q", concurrency_key=str, per_key_concurrency=2)(lambda x: x)
     with pytest.raises(ConfigurationError, match="share one cap"):
-        app.workflow(name="b", queue="q", concurrency_key=str, per_key_concurrency=3)(
-            lambda x: x
-        )
+        app.workflow(name="b", queue="q", concurrency_key=str, per_key_concurrency=3)(lambda x: x)
     with pytest.raises(ConfigurationError, match="together"):
         app.workflow(name="c", queue="q", concurrency_key=str)(lambda x: x)
 
@@ -162,3 +167,78 @@ def test_a_bad_priority_is_refused_before_anything_is_stored(app: App) -> None:
     with pytest.raises(ConfigurationError, match="in none"):
         app.start("plain", 1, priority=3)
     assert app.list_runs() == []
+
+
+def test_a_map_of_a_queued_workflow_puts_its_children_in_the_queue(app: App) -> None:
+    gauge = Gauge()
+    queue_app(app, gauge, concurrency=2, cap=2)
+
+    @app.workflow(name="fan")
+    def fan(count: int) -> list[str]:
+        return surestep.map(job, [("m", n) for n in range(count)], concurrency=8)
+
+    @app.workflow(name="job2", queue="llm", concurrency_key=lambda t: t[0], per_key_concurrency=2)
+    def job(item: tuple[str, int]) -> str:
+        return f"{item[0]}-{item[1]}"
+
+    handle = app.start("fan", 12)
+    drive(app, until=lambda: handle.state == State.SUCCESS, concurrency=16)
+    assert len(handle.result()) == 12
+    with app.store.reading() as cur:
+        cur.execute(
+            "SELECT DISTINCT queue, concurrency_key FROM surestep_runs WHERE parent_id = ?",
+            (handle.id,),
+        )
+        assert cur.fetchall() == [("llm", "m")]
+
+
+def _plan(app: App, db_url: str, sql: str, params: list[Any]) -> str:
+    with app.store.reading() as cur:
+        if db_url.startswith("sqlite"):
+            cur.execute("EXPLAIN QUERY PLAN " + sql, params)
+        else:
+            cur.execute("EXPLAIN " + sql, params)
+        return " ".join(str(row) for row in cur.fetchall())
+
+
+def test_queued_claims_read_indexes_with_a_deep_backlog(app: App, db_url: str) -> None:
+    queue_app(app, Gauge(), concurrency=4, cap=2)
+    now = app.clock.now()
+    with app.store.transaction() as cur:
+        cur.executemany(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
+            " created_at, updated_at, available_at, queue, priority, concurrency_key)"
+            " VALUES (?, ?, '1', ?, '{}', ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    f"r{n}",
+                    "job" if n % 5 else "plain",
+                    "success" if n % 3 == 0 else "pending",
+                    now,
+                    now,
+                    now + n,
+                    "llm" if n % 5 else None,
+                    n % 3,
+                    f"t{n % 7}",
+                )
+                for n in range(20_000)
+            ],
+        )
+        if not db_url.startswith("sqlite"):
+            cur.execute("ANALYZE surestep_runs")
+    served, params = served_condition([("job", "1")])
+    queries = {
+        "surestep_runs_claimable_by_queue": (
+            HEAD_SQL.format(served=served),
+            ["llm", now + 1e6, *params, 10],
+        ),
+        "surestep_runs_claimable_by_key": (KEYS_SQL, ["llm", "llm"]),
+        "surestep_runs_running_by_queue": (RUNNING_SQL, ["llm"]),
+    }
+    key_head = KEY_HEAD_SQL.format(key="concurrency_key = ?", served=served)
+    queries["surestep_runs_claimable_by_key "] = (key_head, ["llm", "t1", now + 1e6, *params, 2])
+    for index, (sql, args) in queries.items():
+        plan = _plan(app, db_url, sql, args)
+        assert index.strip() in plan, (index, plan)
+        assert "SCAN surestep_runs " not in plan + " " and "Seq Scan" not in plan, plan
+        assert "TEMP B-TREE" not in plan and "Sort " not in plan, plan  # the index's order
