@@ -6,7 +6,7 @@ A worker whose workflows are in no queue makes exactly the plain claim, nothing 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from surestep.storage import ClaimedRun
@@ -39,9 +39,12 @@ class Claims:
         """Write this worker's queue declarations (called when it starts)."""
         self.queues.declare(self.declared, now)
 
-    def claim(self, free: int, now: float, lease_seconds: float) -> list[ClaimedRun]:
+    def claim(
+        self, free: int, clock: Callable[[], float], lease_seconds: float
+    ) -> list[ClaimedRun]:
         """Lease up to ``free`` due runs; the plain claim and each queue take turns
         going first."""
+        now = clock()
         if not self.queued:
             return self.store.claim(self.worker, self.plain, free, now, lease_seconds)
         sources: list[str | None] = [None, *self.queued]
@@ -55,7 +58,7 @@ class Claims:
                 claimed += self.store.claim(self.worker, self.plain, want, now, lease_seconds)
                 continue
             got = self.queues.claim(
-                source, self.worker, self.queued[source], want, now, lease_seconds
+                source, self.worker, self.queued[source], want, clock, lease_seconds
             )
             claimed += got.runs
             if got.blocked:

@@ -326,7 +326,7 @@ class Worker:
                 continue
             self._enforce_deadlines()
             try:
-                claimed = claims.claim(free, clock.now(), self.lease_seconds)
+                claimed = claims.claim(free, clock.now, self.lease_seconds)
             except StorageError as exc:
                 # Keep the worker alive and try again. If the claim committed but its
                 # acknowledgement was lost, runs are leased to us that nothing executes:

@@ -17,7 +17,7 @@ seen dead on the same host), not at the instant of the lapse.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,11 +144,16 @@ class QueueStore:
         worker: str,
         workflows: Sequence[tuple[str, str]],
         limit: int,
-        now: float,
+        clock: Callable[[], float],
         lease_seconds: float,
     ) -> QueueClaim:
         """Lease up to ``limit`` due runs of ``queue`` (of these workflows) within its
-        limits. Not retried on a transient error, like ``SQLStore.claim``."""
+        limits. Not retried on a transient error, like ``SQLStore.claim``.
+
+        The time is read from ``clock`` once the queue's row is locked: a claim that
+        waited for the lock while a run of the queue ended is then recorded after that
+        end, so the event log shows the limit held as it was.
+        """
         if limit <= 0 or not workflows:
             return QueueClaim([], False)
         store = self.store
@@ -159,6 +164,7 @@ class QueueStore:
                 (queue,),
             )
             row = cur.fetchone()
+            now = clock()
             if row is None:
                 return QueueClaim([], True)  # declared by no worker yet: nothing may run
             concurrency, cap, rate, tokens, refilled_at = row
