@@ -242,3 +242,25 @@ def test_queued_claims_read_indexes_with_a_deep_backlog(app: App, db_url: str) -
         assert index.strip() in plan, (index, plan)
         assert "SCAN surestep_runs " not in plan + " " and "Seq Scan" not in plan, plan
         assert "TEMP B-TREE" not in plan and "Sort " not in plan, plan  # the index's order
+
+
+def test_the_queues_command_lists_limits_running_and_backlog(app: App, db_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from surestep.cli import app as cli
+
+    queue_app(app, Gauge(), concurrency=3, cap=2)
+    QueueStore(app.store).declare(app.registry.queues(), app.clock.now())
+    for n in range(4):
+        app.start("job", "t", n)
+    app.store.claim("w", [], 1, app.clock.now(), 30)  # nothing: job is claimed by queue
+    QueueStore(app.store).claim("llm", "w", [("job", "1")], 8, app.clock.now, 30)
+    found = CliRunner().invoke(cli, ["queues", "--json", "--db", db_url])
+    assert found.exit_code == 0, found.output
+    [row] = json.loads(found.output)
+    assert (row["name"], row["concurrency"], row["per_key_concurrency"]) == ("llm", 3, 2)
+    assert (row["running"], row["due"]) == (2, 2)  # the tenant's cap held the third back
+    table = CliRunner().invoke(cli, ["queues", "--db", db_url])
+    assert table.exit_code == 0 and "2/3" in table.output, table.output

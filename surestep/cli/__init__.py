@@ -11,6 +11,7 @@ stderr and exit code 1; usage errors exit with 2. For example::
 One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
 (the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
+:mod:`surestep.cli.queues` (queues),
 :mod:`surestep.cli.review` (review tasks and the audit log), :mod:`surestep.cli.users`
 (users of the REST API), :mod:`surestep.cli.serve` (the API), :mod:`surestep.cli.chaos`
 (the chaos model server);
@@ -21,7 +22,19 @@ from __future__ import annotations
 
 import typer
 
-from surestep.cli import admin, chaos, llm, observe, review, runs, serve, users, versions, worker
+from surestep.cli import (
+    admin,
+    chaos,
+    llm,
+    observe,
+    queues,
+    review,
+    runs,
+    serve,
+    users,
+    versions,
+    worker,
+)
 
 app = typer.Typer(
     name="surestep",
@@ -37,6 +50,7 @@ worker.register(app)
 runs.register(app)
 llm.register(app)
 versions.register(app)
+queues.register(app)
 admin.register(app)
 review.register(app)
 users.register(app)
