@@ -33,7 +33,7 @@ from surestep.observe.drift_watch import DriftWatch
 from surestep.observe.traceparent import check_traceparent
 from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
-from surestep.registry import Registry, StepDef, WorkflowDef, check_budget
+from surestep.registry import QueueDef, Registry, StepDef, WorkflowDef, check_budget
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.review.notify import EVENTS as REVIEW_EVENTS
 from surestep.review.notify import Declare, Webhook, Webhooks
@@ -149,7 +149,14 @@ class App(LLMMethods):
 
     @overload
     def workflow(
-        self, name: str | None = None, version: str = "1", *, budget_usd: float | None = None
+        self,
+        name: str | None = None,
+        version: str = "1",
+        *,
+        budget_usd: float | None = None,
+        queue: str | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
+        per_key_concurrency: int | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def workflow(
@@ -158,6 +165,9 @@ class App(LLMMethods):
         version: str = "1",
         *,
         budget_usd: float | None = None,
+        queue: str | None = None,
+        concurrency_key: Callable[..., Any] | None = None,
+        per_key_concurrency: int | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
         """Declare a workflow. Called directly (outside a worker) it is a plain call.
 
@@ -167,11 +177,24 @@ class App(LLMMethods):
         ``@app.workflow`` without parentheses names it after the function.
         ``budget_usd`` caps what the model calls of each run may cost (``app.start`` can
         give a run another budget).
+
+        ``queue`` (declared first with :meth:`queue`) claims its runs through that queue's
+        limits; ``concurrency_key`` (a function of the workflow's arguments, e.g.
+        ``lambda doc: doc.tenant``) with ``per_key_concurrency`` caps how many runs of one
+        key run at once, so one key's backlog cannot starve the others.
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
             wf_name = name if isinstance(name, str) else _default_name(fn, "workflow")
-            workflow = self.registry.add_workflow(fn, wf_name, version, budget_usd)
+            workflow = self.registry.add_workflow(
+                fn,
+                wf_name,
+                version,
+                budget_usd,
+                queue=queue,
+                concurrency_key=concurrency_key,
+                per_key_concurrency=per_key_concurrency,
+            )
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -295,6 +318,20 @@ class App(LLMMethods):
             undo, f"{step_name}:compensate", DEFAULT_RETRY, None, "dead_letter"
         )
 
+    def queue(
+        self, name: str, *, concurrency: int, rate_per_second: float | None = None
+    ) -> QueueDef:
+        """Declare a queue: at most ``concurrency`` of its runs run at once across every
+        worker on this database, and (optionally) at most ``rate_per_second`` start per
+        second. Workflows join it with ``@app.workflow(queue=name)``.
+
+        >>> app.queue("llm", concurrency=32)   # doctest: +SKIP
+
+        The declaration in code is the truth: each worker writes it to the database when
+        it starts (the last one started wins, during a deploy that changes it).
+        """
+        return self.registry.add_queue(name, concurrency, rate_per_second)
+
     def hook(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Add a hook from the catalogue in :mod:`surestep.hooks`."""
 
@@ -351,6 +388,7 @@ class App(LLMMethods):
         on_deadline: str = "fail",
         traceparent: str | None = None,
         budget_usd: float | None = None,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> RunHandle:
         """Start a run, or return the existing run with this ``run_id``.
@@ -368,9 +406,13 @@ class App(LLMMethods):
 
         ``budget_usd`` caps what the run's model calls may cost (default: the workflow's
         ``budget_usd``); a call that would exceed it is not made (docs/llm.md).
+
+        ``priority`` (an int, default 0) orders the claims of the workflow's queue: higher
+        first, equal priorities in the order they became due.
         """
         wf = self._resolve(workflow)
         _check_start(run_id, deadline, on_deadline, budget_usd)
+        placement = wf.placement(args, kwargs, priority)
         if traceparent is not None:
             check_traceparent(traceparent)
             traceparent = traceparent.strip()
@@ -391,6 +433,7 @@ class App(LLMMethods):
             on_deadline=None if deadline is None else on_deadline,
             trace_context=traceparent,
             budget_usd=wf.budget_usd if budget_usd is None else budget_usd,
+            placement=placement,
         )
         if created:
             self.wakers.wake_all()

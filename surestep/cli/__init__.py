@@ -11,6 +11,7 @@ stderr and exit code 1; usage errors exit with 2. For example::
 One module per command group: :mod:`surestep.cli.worker` (the worker),
 :mod:`surestep.cli.runs` (inspecting and operating on runs), :mod:`surestep.cli.admin`
 (the schema and housekeeping), :mod:`surestep.cli.versions` (deployed versions),
+:mod:`surestep.cli.queues` (queues),
 :mod:`surestep.cli.review` (review tasks and the audit log), :mod:`surestep.cli.users`
 (users of the REST API), :mod:`surestep.cli.schedules` (cron schedules),
 :mod:`surestep.cli.serve` (the API), :mod:`surestep.cli.chaos`
@@ -27,6 +28,7 @@ from surestep.cli import (
     chaos,
     llm,
     observe,
+    queues,
     review,
     runs,
     schedules,
@@ -50,6 +52,7 @@ worker.register(app)
 runs.register(app)
 llm.register(app)
 versions.register(app)
+queues.register(app)
 admin.register(app)
 review.register(app)
 schedules.register(app)

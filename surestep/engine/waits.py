@@ -140,6 +140,7 @@ def _child_at(
                 workflow.version,
                 inputs,
                 run.clock.now(),
+                workflow.placement(args, kwargs),
             )
         run.halt(waiting)
     if recorded.state == State.SUCCESS:

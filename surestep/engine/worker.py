@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from surestep.clock import DatabaseClock
+from surestep.engine.claims import Claims
 from surestep.engine.lifecycle import execute_async, execute_sync
 from surestep.engine.presence import Presence
 from surestep.engine.runtime import ExhaustedHandler, RunExecution
@@ -318,7 +319,8 @@ class Worker:
     ) -> None:
         assert self._stop is not None and self._wake is not None
         store, clock = self.app.store, self.app.clock
-        keys = [(wf.name, wf.version) for wf in self.app.registry.workflows()]
+        claims = Claims(store, self.app.registry, self.id)
+        claims.declare(clock.now())
         while not self._stop.is_set():
             if until is not None and until():
                 return
@@ -332,7 +334,7 @@ class Worker:
                 continue
             self._enforce_deadlines()
             try:
-                claimed = store.claim(self.id, keys, free, clock.now(), self.lease_seconds)
+                claimed = claims.claim(free, clock.now, self.lease_seconds)
             except StorageError as exc:
                 # Keep the worker alive and try again. If the claim committed but its
                 # acknowledgement was lost, runs are leased to us that nothing executes:
@@ -361,7 +363,7 @@ class Worker:
                 await asyncio.sleep(0)  # let the new runs start; more may be due
                 continue
             try:
-                next_due = _earliest(store.next_due(keys), *(t.next_due() for t in self.app.timers))
+                next_due = _earliest(claims.next_due(), *(t.next_due() for t in self.app.timers))
             except StorageError:
                 next_due = None
             await self._idle(next_due)

@@ -140,6 +140,7 @@ def _map_at(run: ActiveRun, position: int, workflow: WorkflowDef, settings: _Set
                 settings.concurrency,
                 settings.fail_fast,
                 run.clock.now(),
+                [workflow.placement((item,), {}) for item in settings.items],
             )
         run.halt(waiting)
     if recorded.state == State.SUCCESS:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from surestep.states import State
 from surestep.storage.base import EVENT_INSERT
 from surestep.storage.coordination import CoordinationStore
-from surestep.storage.rows import Cursor
+from surestep.storage.rows import Cursor, Placement, placement_columns
 from surestep.storage.transient import retry_transient
 
 #: The due time of a held child: never reached (as the review store's NO_DUE).
@@ -55,6 +55,18 @@ class MapProgress:
         """Children let run that have not finished (running, due, waiting, in review or
         in the dead-letter queue)."""
         return self.released - self.done
+
+
+@dataclass(frozen=True)
+class _Children:
+    """The children a map creates: their workflow, inputs and placements in a queue;
+    the first ``released`` are due at once, ids padded to ``width`` digits."""
+
+    workflow: tuple[str, str]
+    inputs: Sequence[str]
+    placements: Sequence[Placement | None]
+    released: int
+    width: int
 
 
 @dataclass(frozen=True)
@@ -92,8 +104,10 @@ class MapStore:
         concurrency: int,
         fail_fast: bool,
         now: float,
+        placements: Sequence[Placement | None] = (),
     ) -> None:
-        """Create the map (once): its row, every child, and the parent's waiting step."""
+        """Create the map (once): its row, every child, and the parent's waiting step.
+        ``placements``: each child's queue, priority and key (its workflow's queue)."""
         store, total = self.store, len(inputs)
         width = len(str(max(total - 1, 0)))
         released = min(total, concurrency)
@@ -116,32 +130,37 @@ class MapStore:
                 ),
             )
             if cur.rowcount == 1:
-                self._children(cur, run_id, position, workflow, inputs, released, width, now)
+                children = _Children(workflow, inputs, placements, released, width)
+                self._children(cur, run_id, position, children, now)
             store._begin_wait(
                 cur, run_id, worker, position, name, now, None, f"waiting for {total} child runs"
             )
             store._notify(cur)
 
     def _children(
-        self,
-        cur: Cursor,
-        run_id: str,
-        position: int,
-        workflow: tuple[str, str],
-        inputs: Sequence[str],
-        released: int,
-        width: int,
-        now: float,
+        self, cur: Cursor, run_id: str, position: int, children: _Children, now: float
     ) -> None:
         cur.execute("SELECT trace_context FROM surestep_runs WHERE id = ?", (run_id,))
         trace = cur.fetchone()[0]
-        ids = [child_id(run_id, position, i, width) for i in range(len(inputs))]
+        inputs, released = children.inputs, children.released
+        ids = [child_id(run_id, position, i, children.width) for i in range(len(inputs))]
+        placements = list(children.placements) or [None] * len(inputs)
         cur.executemany(
             "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
-            " created_at, updated_at, available_at, parent_id, trace_context)"
-            " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, available_at, parent_id, trace_context, queue,"
+            " priority, concurrency_key) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (ids[i], *workflow, text, now, now, now if i < released else HELD, run_id, trace)
+                (
+                    ids[i],
+                    *children.workflow,
+                    text,
+                    now,
+                    now,
+                    now if i < released else HELD,
+                    run_id,
+                    trace,
+                    *placement_columns(placements[i]),
+                )
                 for i, text in enumerate(inputs)
             ],
         )

@@ -27,7 +27,14 @@ from surestep.states import State, check_run_transition, check_step_transition
 from surestep.storage.decode import Where, json_value, optional_state
 from surestep.storage.decode import state as state_of
 from surestep.storage.reads import RunQueries
-from surestep.storage.rows import ClaimedRun, Cursor, RecordedStep, StepOutcome
+from surestep.storage.rows import (
+    ClaimedRun,
+    Cursor,
+    Placement,
+    RecordedStep,
+    StepOutcome,
+    placement_columns,
+)
 from surestep.storage.transient import retry_transient
 
 __all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
@@ -135,6 +142,7 @@ class SQLStore(RunQueries):
         on_deadline: str | None = None,
         trace_context: str | None = None,
         budget_usd: float | None = None,
+        placement: Placement | None = None,
     ) -> bool:
         """Insert a pending run; return False when ``run_id`` exists already.
 
@@ -145,8 +153,8 @@ class SQLStore(RunQueries):
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
                 " created_at, updated_at, available_at, parent_id, deadline_at, on_deadline,"
-                " trace_context, budget_usd)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " trace_context, budget_usd, queue, priority, concurrency_key)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
@@ -161,6 +169,7 @@ class SQLStore(RunQueries):
                     on_deadline,
                     trace_context,
                     budget_usd,
+                    *placement_columns(placement),
                 ),
             )
             if cur.rowcount == 1:
@@ -205,31 +214,37 @@ class SQLStore(RunQueries):
         sql, params = self._due_runs(workflows, now, limit)
         with self.transaction() as cur:
             cur.execute(sql, params)
-            rows = cur.fetchall()
-            if not rows:
-                return []
-            expires = now + lease_seconds
-            # available_at stays: it is the run's place in the queue, which a release
-            # (the worker died, or shut down) gives back to it.
-            cur.executemany(
-                "UPDATE surestep_runs SET state = 'running', lease_owner = ?,"
-                " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
-                [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
-            )
-            cur.executemany(
-                EVENT_INSERT,
-                [
-                    (row[0], None, None, row[1], State.RUNNING, now, worker, "claimed", None)
-                    for row in rows
-                ],
-            )
-            problems: dict[str, CorruptRecordError] = {}
-            recorded = self._recorded(cur, [row[0] for row in rows], problems)
-            for row in rows:
-                self._check_run_row(row, problems)
-            for run_id, problem in problems.items():
-                token = next(row[5] + 1 for row in rows if row[0] == run_id)
-                self._quarantine(cur, run_id, token, worker, problem, now)
+            return self._lease(cur, cur.fetchall(), worker, now, lease_seconds)
+
+    def _lease(
+        self, cur: Cursor, rows: Sequence[Any], worker: str, now: float, lease_seconds: float
+    ) -> list[ClaimedRun]:
+        """Lease the due runs ``rows`` (``CLAIM_COLUMNS`` first) to ``worker``, inside the
+        claim's transaction: each goes to running with a new token, its steps read."""
+        if not rows:
+            return []
+        expires = now + lease_seconds
+        # available_at stays: it is the run's place in the queue, which a release
+        # (the worker died, or shut down) gives back to it.
+        cur.executemany(
+            "UPDATE surestep_runs SET state = 'running', lease_owner = ?,"
+            " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
+            [(worker, row[5] + 1, expires, now, row[0]) for row in rows],
+        )
+        cur.executemany(
+            EVENT_INSERT,
+            [
+                (row[0], None, None, row[1], State.RUNNING, now, worker, "claimed", None)
+                for row in rows
+            ],
+        )
+        problems: dict[str, CorruptRecordError] = {}
+        recorded = self._recorded(cur, [row[0] for row in rows], problems)
+        for row in rows:
+            self._check_run_row(row, problems)
+        for run_id, problem in problems.items():
+            token = next(row[5] + 1 for row in rows if row[0] == run_id)
+            self._quarantine(cur, run_id, token, worker, problem, now)
         return [
             ClaimedRun(
                 r[0],

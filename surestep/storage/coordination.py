@@ -24,7 +24,7 @@ from surestep.errors import (
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.base import EVENT_INSERT, SQLStore
 from surestep.storage.decode import Where, json_value
-from surestep.storage.rows import DEADLINE_STATES, Cursor
+from surestep.storage.rows import DEADLINE_STATES, Cursor, Placement, placement_columns
 from surestep.storage.transient import retry_transient
 
 _COMPENSABLE = (
@@ -226,6 +226,7 @@ class CoordinationStore(SQLStore):
         version: str,
         inputs: str,
         now: float,
+        placement: Placement | None = None,
     ) -> None:
         """Create the child run (once) and the parent's step that waits for it."""
         with self.transaction() as cur:
@@ -233,11 +234,23 @@ class CoordinationStore(SQLStore):
             # A child run continues its parent's trace (docs/traces.md).
             cur.execute(
                 "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
-                " created_at, updated_at, available_at, parent_id, trace_context)"
-                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?,"
+                " created_at, updated_at, available_at, parent_id, queue, priority,"
+                " concurrency_key, trace_context)"
+                " VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?,"
                 " (SELECT trace_context FROM surestep_runs WHERE id = ?))"
                 " ON CONFLICT (id) DO NOTHING",
-                (child_id, workflow, version, inputs, now, now, now, run_id, run_id),
+                (
+                    child_id,
+                    workflow,
+                    version,
+                    inputs,
+                    now,
+                    now,
+                    now,
+                    run_id,
+                    *placement_columns(placement),
+                    run_id,
+                ),
             )
             if cur.rowcount == 1:
                 cur.execute(

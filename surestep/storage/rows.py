@@ -57,6 +57,22 @@ class ClaimedRun:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A run's place among the claims: its queue, priority and concurrency key."""
+
+    queue: str
+    priority: int = 0
+    concurrency_key: str | None = None
+
+
+def placement_columns(placement: Placement | None) -> tuple[str | None, int, str | None]:
+    """The (queue, priority, concurrency_key) columns of a run placed so."""
+    if placement is None:
+        return None, 0, None
+    return placement.queue, placement.priority, placement.concurrency_key
+
+
+@dataclass(frozen=True)
 class StepOutcome:
     """The end of one step attempt, written in one transaction with its events."""
 

@@ -69,6 +69,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         14: "surestep_maps",
         15: "surestep_llm_drift",
         16: "surestep_schedules",
+        17: "surestep_queues",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
