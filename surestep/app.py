@@ -22,18 +22,19 @@ from surestep.errors import (
     StorageError,
     UnknownWorkflowError,
 )
+from surestep.flow.methods import FlowMethods
 from surestep.flow.schedules import Schedules
 from surestep.flow.store import MapStore
-from surestep.flow.triggers import Trigger, Triggers
+from surestep.flow.triggers import Triggers
 from surestep.handle import RunHandle
 from surestep.hooks import Hooks
 from surestep.llm.methods import LLMMethods
-from surestep.names import check_name
+from surestep.names import check_name, default_name
 from surestep.observe.drift_watch import DriftWatch
 from surestep.observe.traceparent import check_traceparent
 from surestep.records import RunRecord
 from surestep.redrive import Progress, RedriveOutcome, redrive_many
-from surestep.registry import QueueDef, Registry, StepDef, WorkflowDef, check_budget
+from surestep.registry import Registry, StepDef, WorkflowDef, check_budget
 from surestep.retry import DEFAULT_RETRY, Retry
 from surestep.review.notify import EVENTS as REVIEW_EVENTS
 from surestep.review.notify import Declare, Webhook, Webhooks
@@ -58,7 +59,7 @@ DEFAULT_DATABASE_URL = "sqlite:///surestep.db"
 ON_DEADLINE = ("fail", "cancel", "review")
 
 
-class App(LLMMethods):
+class App(LLMMethods, FlowMethods):
     """A surestep application: its workflows, steps, database and clock.
 
     >>> app = App("sqlite:///surestep.db")   # doctest: +SKIP
@@ -185,7 +186,7 @@ class App(LLMMethods):
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            wf_name = name if isinstance(name, str) else _default_name(fn, "workflow")
+            wf_name = name if isinstance(name, str) else default_name(fn, "workflow")
             workflow = self.registry.add_workflow(
                 fn,
                 wf_name,
@@ -206,45 +207,6 @@ class App(LLMMethods):
         if callable(name):  # @app.workflow, without parentheses
             return register(name)
         return register
-
-    def schedule(
-        self,
-        cron: str,
-        *,
-        name: str | None = None,
-        timezone: str = "UTC",
-        catch_up: str = "latest",
-        version: str = "1",
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Start a run of the decorated function at every fire time of ``cron`` (in
-        ``timezone``, DST-correct); it is registered as the workflow ``name``.
-
-        >>> @app.schedule("0 3 * * *", name="nightly", timezone="Europe/Berlin")  # doctest: +SKIP
-        ... def nightly(fired_at: datetime) -> None: ...
-
-        Workers fire it, each fire once (run id ``schedule:<name>:<fire time>``).
-        ``catch_up`` says what a worker does with fires missed while none ran:
-        ``"latest"`` starts only the last, ``"all"`` each (at most 100), ``"none"``
-        none. See docs/schedules.md.
-        """
-
-        def register(fn: Callable[P, R]) -> Callable[P, R]:
-            wf_name = name if name is not None else _default_name(fn, "workflow")
-            workflow: Callable[P, R] = self.schedules.add(
-                fn, cron, name=wf_name, timezone=timezone, catch_up=catch_up, version=version
-            )
-            return workflow
-
-        return register
-
-    def webhook_trigger(self, workflow: Callable[..., Any] | str, *, secret_env: str) -> Trigger:
-        """Let Standard Webhooks senders start runs of ``workflow`` with a POST to
-        ``/api/trigger/<workflow>`` of ``surestep serve --app``, signed with the
-        ``whsec_...`` secret in the environment variable ``secret_env``. The body (a JSON
-        object) gives the workflow's arguments; the ``webhook-id`` the run id, so a
-        redelivery starts nothing new. See docs/schedules.md.
-        """
-        return self.triggers.add(self._resolve(workflow).name, secret_env)
 
     @overload
     def step(
@@ -295,7 +257,7 @@ class App(LLMMethods):
         """
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            step_name = name if isinstance(name, str) else _default_name(fn, "step")
+            step_name = name if isinstance(name, str) else default_name(fn, "step")
             undo = None if compensate is None else self._compensation(compensate, step_name)
             step = self.registry.add_step(
                 fn, step_name, retry or DEFAULT_RETRY, timeout, on_exhausted, undo
@@ -317,20 +279,6 @@ class App(LLMMethods):
         return self.registry.add_step(
             undo, f"{step_name}:compensate", DEFAULT_RETRY, None, "dead_letter"
         )
-
-    def queue(
-        self, name: str, *, concurrency: int, rate_per_second: float | None = None
-    ) -> QueueDef:
-        """Declare a queue: at most ``concurrency`` of its runs run at once across every
-        worker on this database, and (optionally) at most ``rate_per_second`` start per
-        second. Workflows join it with ``@app.workflow(queue=name)``.
-
-        >>> app.queue("llm", concurrency=32)   # doctest: +SKIP
-
-        The declaration in code is the truth: each worker writes it to the database when
-        it starts (the last one started wins, during a deploy that changes it).
-        """
-        return self.registry.add_queue(name, concurrency, rate_per_second)
 
     def hook(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Add a hook from the catalogue in :mod:`surestep.hooks`."""
@@ -594,22 +542,3 @@ def _check_start(
         not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0
     ):
         raise ConfigurationError(f"deadline must be a positive timedelta, got {deadline!r}")
-
-
-def _default_name(fn: Callable[..., Any], kind: str) -> str:
-    """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped.
-
-    A step's name is recorded in each run's history, so it must not change between
-    deploys: a lambda (``<lambda>``, the same for all of them) or a callable without a
-    name gets an error rather than a made-up name (a line number would change with any
-    edit above it).
-    """
-    qualname = getattr(fn, "__qualname__", None)
-    if not isinstance(qualname, str) or qualname.endswith("<lambda>"):
-        what = "a lambda" if isinstance(qualname, str) else f"{fn!r}"
-        raise ConfigurationError(
-            f"{what} has no name of its own to record in a run's history; give the "
-            f'{kind} one: app.{kind}(name="...")(fn), or declare it with def'
-        )
-    name = qualname.rsplit("<locals>.", 1)[-1]
-    return name.rsplit(".", 1)[-1] if kind == "workflow" else name

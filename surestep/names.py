@@ -7,6 +7,9 @@ and cannot store NUL in text at all).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from surestep.errors import ConfigurationError
 
 #: The longest id or name surestep accepts, in characters (at most 1,020 bytes of
@@ -34,3 +37,22 @@ def check_name(kind: str, value: object) -> str:
             f"store; remove it"
         )
     return value
+
+
+def default_name(fn: Callable[..., Any], kind: str) -> str:
+    """``Class.method`` or ``function``; the ``outer.<locals>.`` of nested ones dropped.
+
+    A step's name is recorded in each run's history, so it must not change between
+    deploys: a lambda (``<lambda>``, the same for all of them) or a callable without a
+    name gets an error rather than a made-up name (a line number would change with any
+    edit above it).
+    """
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str) or qualname.endswith("<lambda>"):
+        what = "a lambda" if isinstance(qualname, str) else f"{fn!r}"
+        raise ConfigurationError(
+            f"{what} has no name of its own to record in a run's history; give the "
+            f'{kind} one: app.{kind}(name="...")(fn), or declare it with def'
+        )
+    name = qualname.rsplit("<locals>.", 1)[-1]
+    return name.rsplit(".", 1)[-1] if kind == "workflow" else name

