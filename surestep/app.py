@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from surestep.auth.sessions import Sessions
 from surestep.auth.users import Users
 from surestep.clock import Clock, DatabaseClock, SystemClock
 from surestep.engine.runtime import ExhaustedHandler
@@ -93,6 +94,7 @@ class App(LLMMethods):
         self.wakers = Wakers()
         self.reviews = Reviews(self)
         self.users = Users(self)  # of the REST API
+        self.sessions = Sessions(self)  # of the web console: a token exchanged at sign-in
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         self.timers: tuple[Timer, ...] = (self.reviews,)
@@ -363,8 +365,12 @@ class App(LLMMethods):
         state: State | str | None = None,
         workflow: str | None = None,
         limit: int = 50,
+        *,
+        since: float | None = None,
+        before: float | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first. ``state`` and ``workflow`` filter; ``limit`` caps."""
+        """Runs, newest first. ``state`` and ``workflow`` filter; ``since`` and ``before``
+        (epoch seconds) keep runs created in ``[since, before)``; ``limit`` caps."""
         if state is not None:
             try:
                 state = State(state)
@@ -374,7 +380,7 @@ class App(LLMMethods):
                 ) from None
         if limit < 1:
             raise ConfigurationError(f"limit must be >= 1, got {limit}")
-        return self.store.list_runs(state, workflow, limit)
+        return self.store.list_runs(state, workflow, limit, since=since, before=before)
 
     def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:
         """Cancel a run that has not finished; return the state it was in.

@@ -90,10 +90,24 @@ class RunQueries(ABC):
 
     @retry_transient
     def list_runs(
-        self, state: State | None = None, workflow: str | None = None, limit: int = 50
+        self,
+        state: State | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        *,
+        since: float | None = None,
+        before: float | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered by state and workflow."""
-        where, params = [], []
+        """Runs, newest first, optionally filtered by state, workflow and creation time
+        (``since`` <= created_at < ``before``: a range of the same indexes)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(float(since))
+        if before is not None:
+            where.append("created_at < ?")
+            params.append(float(before))
         if state is not None:
             where.append("state = ?")
             params.append(str(state))

@@ -66,6 +66,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         11: "surestep_attempts_by_finished",
         12: "surestep_llm_calls",
         13: "surestep_llm_rate_reservations",
+        14: "surestep_console_sessions",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
