@@ -30,7 +30,7 @@ def install(api: FastAPI) -> None:
 
     @api.get("/", include_in_schema=False)
     def root() -> Response:
-        return RedirectResponse("/console/")
+        return RedirectResponse("/console/", 303)
 
     @api.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

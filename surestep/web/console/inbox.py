@@ -40,7 +40,9 @@ STATES = ("open", "overdue", "due_later", "decided", "expired", "cancelled")
 
 @router.get("/")
 def home(user: Viewer) -> Response:
-    return RedirectResponse("/console/overview" if user.at_least("operator") else "/console/inbox")
+    return RedirectResponse(
+        "/console/overview" if user.at_least("operator") else "/console/inbox", 303
+    )
 
 
 @router.get("/inbox")

@@ -23,6 +23,7 @@ from surestep.web.console.session import (
     LOGIN_COOKIE,
     Form,
     Posted,
+    Viewer,
     read_form,
     safe_next,
 )
@@ -66,7 +67,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, app: SurestepApp, form: Posted) -> Response:
+def logout(request: Request, app: SurestepApp, user: Viewer, form: Posted) -> Response:
     """End the session (its secret stops working at once) and go to the login page."""
     app.sessions.close(request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/console/login", 303)
