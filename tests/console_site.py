@@ -7,7 +7,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from html.parser import HTMLParser
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 import surestep
 from surestep import App
+from surestep.testing import drive
 from surestep.web import server
 
 INSTRUCTIONS = (
@@ -148,3 +149,22 @@ def unlabelled_controls(html: str) -> list[dict[str, str | None]]:
     parser = Controls()
     parser.feed(html)
     return parser.unlabelled()
+
+
+def drive_aside(app: App, until: Callable[[], bool]) -> None:
+    """``drive`` in a thread of its own: Playwright's sync API keeps an event loop running
+    in the test's thread, where ``asyncio.run`` cannot start another."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            drive(app, until=until)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the worker did not stop"
+    if failure:
+        raise failure[0]

@@ -257,6 +257,11 @@ def test_the_task_page_renders_instructions_sanitised_and_shows_the_proposal(
     assert 'href="javascript:' not in page
     assert 'href="https://example.com/p" rel="noopener noreferrer nofollow"' in page
     assert "62%" in page  # the model's confidence
+    # Sensitive fields are masked on screen, as in listings; the decider may unfold them.
+    masked, revealed = page.split("Show sensitive fields (iban)")
+    assert "DE89370400440532013000" not in masked, masked[masked.find("DE8937") - 300 :][:400]
+    assert "&#34;iban&#34;: &#34;***&#34;" in masked
+    assert "DE89370400440532013000" in revealed.split("</details>")[0]
     assert 'value="120.00"' in page  # the form starts from the proposal
     assert unlabelled_controls(page) == []
 

@@ -203,6 +203,7 @@ def _task_page(
         "task.html",
         status,
         task=task,
+        shown=public(task),  # sensitive fields masked on screen; revealed on request
         overdue=task.overdue(app.clock.now()),
         instructions=instructions_html(task.instructions),
         fields=fields,
