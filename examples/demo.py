@@ -110,7 +110,11 @@ def main() -> None:
     second.wait(timeout=30)
     print(
         f"\nworker 2 shut down gracefully (exit {second.returncode}). Explore with:\n"
-        f"  {surestep_command()} runs --db {env['SURESTEP_DATABASE_URL']}"
+        f"  {surestep_command()} runs --db {env['SURESTEP_DATABASE_URL']}\n"
+        f"or in the web console (make an operator, then sign in with the token it prints):\n"
+        f"  {surestep_command()} users add me --role operator --db {env['SURESTEP_DATABASE_URL']}\n"
+        f"  {surestep_command()} serve --db {env['SURESTEP_DATABASE_URL']}"
+        f"   # then open http://localhost:8080/console/"
     )
     app.close()
 

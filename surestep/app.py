@@ -352,7 +352,7 @@ class App(LLMMethods):
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with its steps, attempts, timings, errors and events."""
-        return self.store.get_run(run_id)
+        return self.store.get_run(check_name("run_id", run_id))
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
@@ -380,6 +380,8 @@ class App(LLMMethods):
                 ) from None
         if limit < 1:
             raise ConfigurationError(f"limit must be >= 1, got {limit}")
+        if workflow is not None:
+            check_name("workflow", workflow)
         return self.store.list_runs(state, workflow, limit, since=since, before=before)
 
     def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 from surestep.app import App
 from surestep.errors import ReviewNotFoundError, SurestepError
 from surestep.review.records import Decision, ReviewTask
-from surestep.review.service import public
+from surestep.review.service import MAX_TASK_ID, public
 from surestep.web.access import (
     OPERATORS_ONLY,
     groups_of,
@@ -38,7 +38,7 @@ from surestep.web.models import (
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 
-TaskId = Annotated[int, Path(gt=0, description="The review task's id.")]
+TaskId = Annotated[int, Path(gt=0, le=MAX_TASK_ID, description="The review task's id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown or disabled token."},
     404: {"model": ErrorBody, "description": "No such task, or not one you may see."},

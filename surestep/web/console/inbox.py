@@ -19,7 +19,7 @@ from surestep.app import App
 from surestep.auth import User
 from surestep.errors import ReviewConflictError, ReviewValidationError
 from surestep.review.records import Decision, ReviewTask
-from surestep.review.service import public
+from surestep.review.service import MAX_TASK_ID, public
 from surestep.web.access import OPERATORS_ONLY, groups_of, may_decide, may_see, visible_task
 from surestep.web.auth import SurestepApp
 from surestep.web.console.forms import form_data, form_fields
@@ -32,7 +32,7 @@ router = APIRouter(
     prefix="/console", include_in_schema=False, dependencies=[Depends(require("reviewer"))]
 )
 
-TaskId = Annotated[int, Path(gt=0, le=2**62)]
+TaskId = Annotated[int, Path(gt=0, le=MAX_TASK_ID)]
 #: Inbox "state" filter: what a reviewer may narrow their open tasks to; operators
 #: also list settled tasks.
 STATES = ("open", "overdue", "due_later", "decided", "expired", "cancelled")
@@ -166,7 +166,7 @@ def decide(
 @router.post("/inbox/approve")
 def approve_selected(request: Request, app: SurestepApp, user: Viewer, form: Posted) -> Response:
     """Approve every selected task; one that cannot be approved does not stop the rest."""
-    ids = [int(v) for v in form.all("task") if v.isdigit() and 0 < int(v) <= 2**62]
+    ids = [int(v) for v in form.all("task") if v.isdigit() and 0 < int(v) <= MAX_TASK_ID]
     allowed = [i for i in ids if may_see(app, user, i) and may_decide(user, app.reviews.get(i))]
     made = app.reviews.decide_many(
         [{"task_id": i, "outcome": "approve", "comment": form.get("comment") or None}
