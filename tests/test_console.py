@@ -394,3 +394,39 @@ def test_the_overview_shows_cluster_figures(site: Site) -> None:
     assert 'href="/console/dead-letters?workflow=fragile">1<' in text
     assert olga.get("/console/").headers["location"] == "/console/overview"
     assert site.user("alice").get("/console/").headers["location"] == "/console/inbox"
+
+
+def test_every_page_labels_every_control(site: Site) -> None:
+    olga = site.user("olga")
+    task = task_of(site.app, "fin-1")
+    pages = {
+        "/console/login": site.anonymous(),
+        "/console/inbox": olga,
+        f"/console/tasks/{task}": olga,
+        "/console/runs": olga,
+        "/console/runs/dl-1": olga,
+        "/console/runs/fin-1": olga,
+        "/console/dead-letters": olga,
+        "/console/overview": olga,
+    }
+    for path, client in pages.items():
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        assert '<html lang="en">' in answer.text and '<main id="main">' in answer.text
+        assert unlabelled_controls(answer.text) == [], path
+
+
+def test_the_runs_list_pages_by_creation_time(site: Site) -> None:
+    clock = site.app.clock
+    assert isinstance(clock, FakeClock)
+    for n in range(52):
+        clock.advance(1)
+        site.app.start("fragile", run_id=f"many-{n:02d}")
+    olga = site.user("olga")
+    first = olga.get("/console/runs").text
+    assert "many-51" in first and "many-02" in first and "many-01" not in first
+    older = re.search(r'href="(/console/runs\?[^"]*before=[^"]+)"', first)
+    assert older, "no link to older runs"
+    second = olga.get(older.group(1).replace("&amp;", "&")).text
+    assert "many-01" in second and "many-00" in second and "dl-1" in second
+    assert "many-02" not in second

@@ -74,7 +74,9 @@ def inbox(
     )
 
 
-def _tasks(app: App, user: User, kind: str | None, state: str, group: str | None) -> list[Any]:
+def _tasks(
+    app: App, user: User, kind: str | None, state: str, group: str | None
+) -> list[ReviewTask]:
     overdue = {"overdue": True, "due_later": False}.get(state)
     if user.at_least("operator"):
         settled = state if state in ("decided", "expired", "cancelled") else "open"

@@ -43,7 +43,9 @@ def runs(
     chosen = state if state in {s.value for s in State} else None
     start, end = _epoch(since), _epoch(before)
     found = app.list_runs(chosen, workflow or None, PAGE + 1, since=start, before=end)
-    older = found[PAGE].created_at if len(found) > PAGE else None
+    # The next page: runs created before the last one shown (one more was read to know
+    # whether there is one). Runs created in the same microsecond may be skipped.
+    older = _iso(found[PAGE - 1].created_at) if len(found) > PAGE else None
     template = "_runs_table.html" if request.headers.get("hx-request") == "true" else "runs.html"
     return page(
         request,
@@ -56,7 +58,7 @@ def runs(
             "since": since or "",
             "before": before or "",
         },
-        older=None if older is None else _iso(found[PAGE - 1].created_at),
+        older=older,
     )
 
 
