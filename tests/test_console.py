@@ -23,6 +23,7 @@ from console_site import (
     unlabelled_controls,
 )
 from fastapi.routing import APIRoute
+from starlette.testclient import TestClient
 
 from surestep import App, FakeClock, State
 from surestep.auth.sessions import SESSION_SECONDS
@@ -430,3 +431,16 @@ def test_the_runs_list_pages_by_creation_time(site: Site) -> None:
     second = olga.get(older.group(1).replace("&amp;", "&")).text
     assert "many-01" in second and "many-00" in second and "dl-1" in second
     assert "many-02" not in second
+
+
+def test_over_https_the_session_cookie_is_secure(site: Site) -> None:
+    with TestClient(create_app(site.app), base_url="https://console.example") as client:
+        form = client.get("/console/login")
+        answer = client.post(
+            "/console/login",
+            data={"csrf": csrf_in(form.text), "token": site.tokens["alice"]},
+            follow_redirects=False,
+        )
+    assert answer.status_code == 303
+    cookie = next(c for c in answer.headers.get_list("set-cookie") if "surestep_session=" in c)
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
