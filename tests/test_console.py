@@ -25,6 +25,7 @@ from console_site import (
 from fastapi.routing import APIRoute
 from starlette.testclient import TestClient
 
+import surestep
 from surestep import App, FakeClock, State
 from surestep.auth.sessions import SESSION_SECONDS
 from surestep.llm.ledger import CallLedger, ModelCall
@@ -444,3 +445,42 @@ def test_over_https_the_session_cookie_is_secure(site: Site) -> None:
     assert answer.status_code == 303
     cookie = next(c for c in answer.headers.get_list("set-cookie") if "surestep_session=" in c)
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_a_step_that_exhausted_its_retries_is_decided_by_an_operator(site: Site) -> None:
+    app = site.app
+    rick = app.users.add("rick", "reviewer", ["operators"])  # in the group, not the role
+
+    @app.step(retry=surestep.Retry(max_attempts=1), on_exhausted="review")
+    def flaky() -> int:
+        raise ConnectionError("down")
+
+    @app.workflow(name="job")
+    def job() -> int:
+        return flaky()
+
+    app.start(job, run_id="job-1")
+    drive(app, until=lambda: app.get_run("job-1").state == State.NEEDS_REVIEW)
+    task = task_of(app, "job-1")
+    reviewer = signed_in(site.base, rick)
+    site.clients.append(reviewer)
+    page = reviewer.get(f"/console/tasks/{task}")
+    assert page.status_code == 200 and "needs the operator role" in page.text
+    refused = reviewer.post(
+        f"/console/tasks/{task}/decide", data={"csrf": csrf_in(page.text), "outcome": "cancel"}
+    )
+    assert refused.status_code == 403 and app.reviews.get(task).state == "open"
+    olga = site.user("olga")
+    page = olga.get(f"/console/tasks/{task}")
+    assert "ConnectionError" in page.text  # the context: the step, its error, attempts
+    csrf = csrf_in(page.text)
+    bad = olga.post(
+        f"/console/tasks/{task}/decide", data={"csrf": csrf, "outcome": "output", "data": "7,"}
+    )
+    assert bad.status_code == 422 and "not valid JSON" in bad.text
+    done = olga.post(
+        f"/console/tasks/{task}/decide", data={"csrf": csrf, "outcome": "output", "data": "7"}
+    )
+    assert done.status_code == 303
+    drive(app, until=lambda: app.get_run("job-1").state == State.SUCCESS)
+    assert app.handle("job-1").result() == 7

@@ -129,18 +129,17 @@ def decide(
 ) -> Response:
     """Approve, reject or edit (or an operator's outcome); then open the next task."""
     task = visible_task(app, user, task_id)
-    outcome = form.get("outcome", "")
-    data: Any = None
-    if outcome == "edit" or (outcome in ("retry", "output") and task.form):
-        data, problems = form_data(task.form, form)
-        if problems:
-            return _task_page(request, app, user, task, problems=problems, form=form, status=422)
-    elif outcome == "output" and form.get("data", "").strip():
-        data, problems = _json_data(form.get("data", ""))
-        if problems:
-            return _task_page(request, app, user, task, problems=problems, form=form, status=422)
     if not may_decide(user, task):
         return _task_page(request, app, user, task, error=OPERATORS_ONLY, status=403)
+    outcome = form.get("outcome", "")
+    data: Any = None
+    problems: list[dict[str, str]] = []
+    if outcome == "edit" or (outcome in ("retry", "output") and task.form):
+        data, problems = form_data(task.form, form)
+    elif outcome in ("retry", "output") and form.get("data", "").strip():
+        data, problems = _json_data(form.get("data", ""))
+    if problems:
+        return _task_page(request, app, user, task, problems=problems, form=form, status=422)
     try:
         made = app.reviews.decide(
             task_id,
