@@ -108,9 +108,13 @@ def main() -> None:
 
     second.send_signal(signal.SIGTERM)
     second.wait(timeout=30)
+    db, command = env["SURESTEP_DATABASE_URL"], surestep_command()
     print(
-        f"\nworker 2 shut down gracefully (exit {second.returncode}). Explore with:\n"
-        f"  {surestep_command()} runs --db {env['SURESTEP_DATABASE_URL']}"
+        f"\nworker 2 shut down gracefully (exit {second.returncode}). In the web console:\n"
+        f"  {command} users add me --role operator --db {db}   # a token to sign in with\n"
+        f"  {command} serve --db {db}   # then open http://localhost:8080/console/\n"
+        f"Or explore with:\n"
+        f"  {command} runs --db {db}"
     )
     app.close()
 

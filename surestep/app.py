@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from surestep.auth.sessions import Sessions
 from surestep.auth.users import Users
 from surestep.clock import Clock, DatabaseClock, SystemClock
 from surestep.engine.runtime import ExhaustedHandler
@@ -98,6 +99,7 @@ class App(LLMMethods, FlowMethods):
         self.wakers = Wakers()
         self.reviews = Reviews(self)
         self.users = Users(self)  # of the REST API
+        self.sessions = Sessions(self)  # of the web console: a token exchanged at sign-in
         # What a step's on_exhausted may name beyond dead_letter and fail.
         self.exhausted: dict[str, ExhaustedHandler] = {"review": open_step_review}
         # Checks confidence drift every few minutes once on_drift has a hook.
@@ -389,7 +391,7 @@ class App(LLMMethods, FlowMethods):
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run with its steps, attempts, timings, errors and events."""
-        return self.store.get_run(run_id)
+        return self.store.get_run(check_name("run_id", run_id))
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on an existing run."""
@@ -404,8 +406,11 @@ class App(LLMMethods, FlowMethods):
         limit: int = 50,
         *,
         parent: str | None = None,
+        since: float | None = None,
+        before: float | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first. ``state`` and ``workflow`` filter; ``limit`` caps;
+        """Runs, newest first. ``state`` and ``workflow`` filter; ``since`` and ``before``
+        (epoch seconds) keep runs created in ``[since, before)``; ``limit`` caps;
         ``parent`` lists a run's children (a map's in input order)."""
         if state is not None:
             try:
@@ -416,7 +421,13 @@ class App(LLMMethods, FlowMethods):
                 ) from None
         if limit < 1:
             raise ConfigurationError(f"limit must be >= 1, got {limit}")
-        return self.store.list_runs(state, workflow, limit, parent)
+        if workflow is not None:
+            check_name("workflow", workflow)
+        if parent is not None:
+            check_name("run_id", parent)
+        return self.store.list_runs(
+            state, workflow, limit, parent, since=since, before=before
+        )
 
     def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:
         """Cancel a run that has not finished; return the state it was in.

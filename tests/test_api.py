@@ -324,6 +324,7 @@ def test_serve_prints_its_url_and_never_logs_a_token(invoices: App, db_url: str)
         assert process.stdout is not None
         first = process.stdout.readline()
         assert f"http://localhost:{port}/api" in first
+        assert f"console on http://localhost:{port}/console/" in first
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 15
         while True:

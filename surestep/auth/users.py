@@ -28,7 +28,7 @@ from surestep.storage.rows import Cursor
 from surestep.storage.transient import retry_transient
 
 # Never token_hash: what is read to show a user does not carry it.
-_COLUMNS = "name, role, groups, created_at, disabled_at, rotated_at"
+COLUMNS = "name, role, groups, created_at, disabled_at, rotated_at"
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,8 @@ class UserStore:
     @retry_transient
     def all(self) -> builtins.list[User]:
         with self.store.reading() as cur:
-            cur.execute(f"SELECT {_COLUMNS} FROM surestep_users ORDER BY name")
-            return [_user(row) for row in cur.fetchall()]
+            cur.execute(f"SELECT {COLUMNS} FROM surestep_users ORDER BY name")
+            return [user_from_row(row) for row in cur.fetchall()]
 
     @retry_transient
     def get(self, name: str) -> User:
@@ -171,17 +171,17 @@ class UserStore:
         """The user whose token has this hash, and the stored hash."""
         with self.store.reading() as cur:
             cur.execute(
-                f"SELECT {_COLUMNS}, token_hash FROM surestep_users WHERE token_hash = ?",
+                f"SELECT {COLUMNS}, token_hash FROM surestep_users WHERE token_hash = ?",
                 (token_hash,),
             )
             row = cur.fetchone()
-        return None if row is None else (_user(row[:-1]), str(row[-1]))
+        return None if row is None else (user_from_row(row[:-1]), str(row[-1]))
 
 
 def _find(cur: Cursor, name: str) -> User | None:
-    cur.execute(f"SELECT {_COLUMNS} FROM surestep_users WHERE name = ?", (name,))
+    cur.execute(f"SELECT {COLUMNS} FROM surestep_users WHERE name = ?", (name,))
     row = cur.fetchone()
-    return None if row is None else _user(row)
+    return None if row is None else user_from_row(row)
 
 
 def _existing(cur: Cursor, name: str) -> User:
@@ -191,7 +191,7 @@ def _existing(cur: Cursor, name: str) -> User:
     return user
 
 
-def _user(row: Sequence[Any]) -> User:
+def user_from_row(row: Sequence[Any]) -> User:
     name, role, groups, created_at, disabled_at, rotated_at = row
     return User(
         name=str(name),

@@ -1,4 +1,4 @@
-"""``surestep serve``: the REST API (the ``web`` extra) over a database."""
+"""``surestep serve``: the web console and the REST API (the ``web`` extra) over a database."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the REST API (review tasks, runs) until Ctrl-C. Users and tokens come from
-    `surestep users add`."""
+    """Serve the web console, the REST API (review tasks, runs) and /metrics until
+    Ctrl-C. Users and tokens come from `surestep users add`; the console signs in with
+    the same tokens."""
     with library_errors():
         import surestep.web  # the web extra, or the pip line to install it
 
@@ -48,7 +49,10 @@ def serve(
 
 def _announce(host: str, port: int) -> None:
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    typer.echo(f"surestep API on http://{shown}:{port}/api (docs: /api/docs); Ctrl-C stops it")
+    typer.echo(
+        f"surestep console on http://{shown}:{port}/console/ and API on "
+        f"http://{shown}:{port}/api (schema: /api/openapi.json); Ctrl-C stops it"
+    )
 
 
 def _serve_app(target: str, db: str | None, host: str, port: int) -> None:

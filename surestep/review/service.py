@@ -82,6 +82,13 @@ class Reviews:
             raise ConfigurationError(f"order={order!r}; use one of {', '.join(ORDERS)}")
         if not 1 <= limit <= 1000:
             raise ConfigurationError(f"limit must be from 1 to 1000, got {limit}")
+        for what, value in (("assignee", assignee), ("group", group), ("kind", kind)):
+            if value is not None:
+                check_name(what, value)  # a NUL or a 10 kB filter: say so, not a DB error
+        if run_id is not None:
+            check_name("run_id", run_id)
+        for each in groups:
+            check_name("group", each)
         now = self._host.clock.now()
         everyone = [*groups, *([] if group is None else [group])]
         if assignee is not None or everyone:
@@ -170,6 +177,7 @@ class Reviews:
         entries = [to] if isinstance(to, str) else list(to)
         if not entries:
             raise ConfigurationError("reassign to at least one user or group")
+        _check_text("reason", reason)
         users = [e.removeprefix("user:") for e in entries if not e.startswith("group:")]
         groups = [e.removeprefix("group:") for e in entries if e.startswith("group:")]
         if len(users) > 1:
@@ -204,6 +212,7 @@ class Reviews:
         tasks offered to them: checked under the task's lock, so a reassignment made in
         the meantime cannot be overtaken (:class:`ReviewNotFoundError` then)."""
         text = None if data is None else dumps(data, f"data of the decision on task {task_id}")
+        _check_text("comment", comment)
         stored = self._writes.decide(
             _task_id(task_id),
             outcome,
@@ -330,13 +339,27 @@ def _event_of(what: str) -> str:
     return "overdue"  # kept open past its last level (on_expiry="keep")
 
 
+def _check_text(kind: str, text: str | None) -> None:
+    if text is not None and "\x00" in text:
+        raise ConfigurationError(
+            f"the {kind} contains a NUL character, which databases cannot store; remove it"
+        )
+
+
+#: Task ids are 64-bit integers on both databases; a larger number cannot even be asked
+#: about (SQLite's driver raises OverflowError, PostgreSQL an out-of-range error).
+MAX_TASK_ID = 2**63 - 1
+
+
 def _task_id(value: Any) -> int:
     try:
         task_id = int(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"a review task id is a whole number, got {value!r}") from None
-    if task_id < 1 or str(task_id) != str(value).strip():
-        raise ConfigurationError(f"a review task id is a whole number from 1, got {value!r}")
+    if not 1 <= task_id <= MAX_TASK_ID or str(task_id) != str(value).strip():
+        raise ConfigurationError(
+            f"a review task id is a whole number from 1 to {MAX_TASK_ID}, got {value!r}"
+        )
     return task_id
 
 
@@ -359,4 +382,4 @@ def public(task: ReviewTask) -> dict[str, Any]:
     }
 
 
-__all__ = ["ReviewHost", "Reviews", "json", "public"]
+__all__ = ["MAX_TASK_ID", "ReviewHost", "Reviews", "json", "public"]

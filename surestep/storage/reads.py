@@ -95,13 +95,24 @@ class RunQueries(ABC):
         workflow: str | None = None,
         limit: int = 50,
         parent: str | None = None,
+        *,
+        since: float | None = None,
+        before: float | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first, optionally filtered by state and workflow; a parent's
+        """Runs, newest first, optionally filtered by state, workflow and creation time
+        (``since`` <= created_at < ``before``: a range of the same indexes); a parent's
         children (``parent``) in the order they were started (a map's: input order)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if parent is not None:
             where.append("parent_id = ?")
             params.append(parent)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(float(since))
+        if before is not None:
+            where.append("created_at < ?")
+            params.append(float(before))
         if state is not None:
             where.append("state = ?")
             params.append(str(state))

@@ -1,4 +1,4 @@
-"""The REST API over an App (``surestep serve``): FastAPI, in the ``web`` extra.
+"""The REST API and the web console over an App (``surestep serve``): the ``web`` extra.
 
 Importing any part of this package without the extra fails at once with the pip line,
 not later with a bare ImportError from deep inside a request::
@@ -19,12 +19,12 @@ def _require(*modules: str) -> None:
     missing = [name for name in modules if find_spec(name) is None]
     if missing:
         raise MissingDependencyError(
-            f"the surestep REST API needs {' and '.join(missing)}, which "
+            f"the surestep REST API and console need {' and '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL}"
         )
 
 
-_require("fastapi", "uvicorn")
+_require("fastapi", "uvicorn", "jinja2", "markdown_it", "nh3")
 
 from surestep.web.app import create_app, serve, server  # noqa: E402
 

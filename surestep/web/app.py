@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+import surestep.web.console as console
 import surestep.web.errors as errors
 from surestep.app import App
 from surestep.web.api.metrics import router as metrics_router
@@ -19,11 +20,13 @@ from surestep.web.api.runs import router as runs_router
 from surestep.web.api.triggers import router as triggers_router
 from surestep.web.api.users import router as users_router
 from surestep.web.auth import Caller
+from surestep.web.headers import SecurityHeaders
 
 
 def create_app(app: App) -> FastAPI:
     """The REST API over ``app``'s database, under ``/api`` (its OpenAPI schema at
-    ``/api/openapi.json``, for any user with a token, like every other endpoint)."""
+    ``/api/openapi.json``, for any user with a token, like every other endpoint), and
+    the web console under ``/console/`` (docs/console.md)."""
     api = FastAPI(
         title="surestep",
         summary="Review tasks and runs of a surestep database.",
@@ -39,6 +42,8 @@ def create_app(app: App) -> FastAPI:
     for router in (reviews_router, runs_router, users_router, triggers_router):
         api.include_router(router, prefix="/api")
     api.include_router(metrics_router)  # at /metrics, where Prometheus looks
+    console.install(api)  # after errors.install: its pages answer errors with pages
+    api.add_middleware(SecurityHeaders)
 
     @api.get("/api/openapi.json", include_in_schema=False)
     def openapi(user: Caller) -> dict[str, Any]:

@@ -102,6 +102,14 @@ def body(exc: SurestepError) -> tuple[int, dict[str, Any]]:
     )
 
 
+async def library_error(request: Request, exc: SurestepError) -> JSONResponse:
+    """The JSON answer to a library error (a 5xx is logged: the server's fault)."""
+    status, content = body(exc)
+    if status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, content["message"])
+    return JSONResponse(content, status)
+
+
 def install(api: FastAPI) -> None:
     """Answer every error with the one body shape."""
 
@@ -109,12 +117,7 @@ def install(api: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=exc.headers)
 
-    @api.exception_handler(SurestepError)
-    async def library_error(request: Request, exc: SurestepError) -> JSONResponse:
-        status, content = body(exc)
-        if status >= 500:
-            log.warning("%s %s: %s", request.method, request.url.path, content["message"])
-        return JSONResponse(content, status)
+    api.add_exception_handler(SurestepError, library_error)  # type: ignore[arg-type]
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

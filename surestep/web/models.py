@@ -91,7 +91,7 @@ class DecisionOut(BaseModel):
 
 
 class BatchItem(DecisionIn):
-    task_id: int = Field(gt=0)
+    task_id: int = Field(gt=0, le=2**63 - 1)  # review.service.MAX_TASK_ID
 
 
 class BatchIn(BaseModel):

@@ -70,6 +70,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         15: "surestep_llm_drift",
         16: "surestep_schedules",
         17: "surestep_queues",
+        18: "surestep_console_sessions",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),

@@ -14,11 +14,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from surestep.app import App
-from surestep.auth import User
-from surestep.auth.roles import sees_every_task
 from surestep.errors import ReviewNotFoundError, SurestepError
-from surestep.review.records import RUN_DEADLINE, STEP_EXHAUSTED, Decision, ReviewTask
-from surestep.review.service import public
+from surestep.review.records import Decision, ReviewTask
+from surestep.review.service import MAX_TASK_ID, public
+from surestep.web.access import (
+    OPERATORS_ONLY,
+    groups_of,
+    may_decide,
+    may_see,
+    visible_task,
+)
 from surestep.web.auth import Caller, Operator, SurestepApp
 from surestep.web.errors import TASK_NOT_FOUND, body, error_body, forbidden
 from surestep.web.models import (
@@ -33,7 +38,7 @@ from surestep.web.models import (
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 
-TaskId = Annotated[int, Path(gt=0, description="The review task's id.")]
+TaskId = Annotated[int, Path(gt=0, le=MAX_TASK_ID, description="The review task's id.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown or disabled token."},
     404: {"model": ErrorBody, "description": "No such task, or not one you may see."},
@@ -95,20 +100,20 @@ def list_tasks(
 @router.get("/{task_id}", response_model=TaskOut, responses=_ERRORS)
 def get_task(task_id: TaskId, app: SurestepApp, user: Caller) -> dict[str, Any]:
     """One task, sensitive fields included (you may decide it)."""
-    return _full(app, _visible(app, user, task_id))
+    return _full(app, visible_task(app, user, task_id))
 
 
 @router.post("/{task_id}/claim", response_model=TaskOut, responses=_ACTION_ERRORS)
 def claim(task_id: TaskId, app: SurestepApp, user: Caller) -> dict[str, Any]:
     """Take a task, so that others see it is being handled."""
-    _visible(app, user, task_id)
-    return _full(app, app.reviews.claim(task_id, by=user.name, as_member_of=_groups(user)))
+    visible_task(app, user, task_id)
+    return _full(app, app.reviews.claim(task_id, by=user.name, as_member_of=groups_of(user)))
 
 
 @router.post("/{task_id}/release", response_model=TaskOut, responses=_ACTION_ERRORS)
 def release(task_id: TaskId, app: SurestepApp, user: Caller) -> dict[str, Any]:
     """Give a claimed task back; operators may release anyone's claim."""
-    _visible(app, user, task_id)
+    visible_task(app, user, task_id)
     force = user.at_least("operator")
     return _full(app, app.reviews.release(task_id, by=user.name, force=force))
 
@@ -134,14 +139,15 @@ def reassign(
 def decide(task_id: TaskId, decision: DecisionIn, app: SurestepApp, user: Caller) -> dict[str, Any]:
     """Decide a task; its run resumes at once. Exactly one decision wins (409 for the
     others); an edit that fails the task's form is refused with the fields named (422)."""
-    _may_decide(user, _visible(app, user, task_id))
+    if not may_decide(user, visible_task(app, user, task_id)):
+        raise forbidden(OPERATORS_ONLY)
     made = app.reviews.decide(
         task_id,
         decision.outcome,
         by=user.name,
         data=decision.data,
         comment=decision.comment,
-        as_member_of=_groups(user),
+        as_member_of=groups_of(user),
     )
     return asdict(made)
 
@@ -153,8 +159,8 @@ def decide_many(batch: BatchIn, app: SurestepApp, user: Caller) -> dict[str, Any
     results: list[dict[str, Any] | None] = [None] * len(batch.decisions)
     allowed: list[tuple[int, dict[str, Any]]] = []
     for index, item in enumerate(batch.decisions):
-        if _may_see(app, user, item.task_id):
-            if not _acts_on_runs(app.reviews.get(item.task_id)) or user.at_least("operator"):
+        if may_see(app, user, item.task_id):
+            if may_decide(user, app.reviews.get(item.task_id)):
                 allowed.append((index, item.model_dump()))
                 continue
             error = error_body("forbidden", OPERATORS_ONLY)
@@ -163,7 +169,7 @@ def decide_many(batch: BatchIn, app: SurestepApp, user: Caller) -> dict[str, Any
             error = error_body(ReviewNotFoundError.code, TASK_NOT_FOUND)
             results[index] = {"task_id": item.task_id, "status": 404, "error": error}
     made = app.reviews.decide_many(
-        [item for _, item in allowed], by=user.name, as_member_of=_groups(user)
+        [item for _, item in allowed], by=user.name, as_member_of=groups_of(user)
     )
     for (index, asked), outcome in zip(allowed, made, strict=True):
         results[index] = _batch_result(asked["task_id"], outcome)
@@ -171,42 +177,6 @@ def decide_many(batch: BatchIn, app: SurestepApp, user: Caller) -> dict[str, Any
 
 
 # -- pieces ---------------------------------------------------------------------------------
-
-
-def _visible(app: App, user: User, task_id: int) -> ReviewTask:
-    task = app.reviews.get(task_id)
-    if not user.may_see(task):
-        raise ReviewNotFoundError(TASK_NOT_FOUND)
-    return task
-
-
-OPERATORS_ONLY = (
-    "deciding a step_exhausted or run_deadline task acts on the run itself (retry, output, "
-    "fail, cancel): it needs the operator role"
-)
-
-
-def _acts_on_runs(task: ReviewTask) -> bool:
-    return task.kind in (STEP_EXHAUSTED, RUN_DEADLINE)
-
-
-def _may_decide(user: User, task: ReviewTask) -> None:
-    if _acts_on_runs(task) and not user.at_least("operator"):
-        raise forbidden(OPERATORS_ONLY)
-
-
-def _groups(user: User) -> list[str] | None:
-    """For a reviewer, the groups the library checks again under the task's lock (a
-    reassignment between our check and the decision must win); None for operators."""
-    return None if sees_every_task(user.role) else list(user.groups)
-
-
-def _may_see(app: App, user: User, task_id: int) -> bool:
-    try:
-        _visible(app, user, task_id)
-    except ReviewNotFoundError:
-        return False
-    return True
 
 
 def _full(app: App, task: ReviewTask) -> dict[str, Any]:
