@@ -425,9 +425,7 @@ class App(LLMMethods, FlowMethods):
             check_name("workflow", workflow)
         if parent is not None:
             check_name("run_id", parent)
-        return self.store.list_runs(
-            state, workflow, limit, parent, since=since, before=before
-        )
+        return self.store.list_runs(state, workflow, limit, parent, since=since, before=before)
 
     def cancel(self, run_id: str, reason: str = "cancelled", *, actor: str | None = None) -> State:
         """Cancel a run that has not finished; return the state it was in.
