@@ -139,3 +139,24 @@ def test_a_window_leaves_older_finished_runs_and_attempts_out(app: App, clock: F
     assert f.finished == {}  # all finished over an hour ago
     assert (f.failed_attempts, f.reviews) == (0, {})
     assert f.runs[("etl", "pending")] == 1  # unfinished runs count whatever their age
+
+
+def test_drift_is_read_at_most_once_a_minute(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    import surestep.observe.quality as quality
+    from surestep.observe.cluster import DRIFT_CACHE_SECONDS, ClusterFigures
+
+    reads: list[float] = []
+    real = quality.drift_reports
+
+    def counted(cur: object, until: float, settings: object) -> object:
+        reads.append(until)
+        return real(cur, until, settings)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quality, "drift_reports", counted)
+    figures = ClusterFigures(app.store, app.clock)
+    start = app.clock.now()
+    for offset in (0.0, 1.0, DRIFT_CACHE_SECONDS - 1):
+        figures.read(now=start + offset)
+    assert reads == [start]  # the scrapes within the minute reused it
+    figures.read(now=start + DRIFT_CACHE_SECONDS + 1)
+    assert reads == [start, start + DRIFT_CACHE_SECONDS + 1]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surestep.clock import Clock
-from surestep.observe.drift import DriftSettings
+from surestep.observe.drift import DriftReport, DriftSettings
 from surestep.observe.quality import ModelFigures, read_model_figures
 from surestep.review.policy import percentile
 from surestep.review.records import ReviewStats
@@ -43,6 +43,9 @@ from surestep.storage.transient import retry_transient
 UNFINISHED = ("pending", "running", "waiting", "needs_review", "dead_letter")
 #: The states a run finishes in; counted within the window only.
 FINISHED = ("success", "failed", "cancelled")
+#: How long drift reports are reused between reads (scrapes every few seconds would
+#: otherwise each sort up to 10,000 samples per step and model).
+DRIFT_CACHE_SECONDS = 60.0
 #: The default window of the rates and the finished counts: one hour.
 DEFAULT_WINDOW = 3600.0
 
@@ -142,6 +145,9 @@ class ClusterFigures:
         #: the windows of the drift verdicts: their own, not ``window`` (see DriftSettings)
         self.drift = drift or DriftSettings()
         self.reconnect_timeout = store.reconnect_timeout
+        # Drift compares an hour with a week: it moves slowly, and reading it is the
+        # dearest part of a scrape, so it is read at most once a DRIFT_CACHE_SECONDS.
+        self._drift: tuple[float, list[DriftReport]] | None = None
 
     @retry_transient
     def read(self, now: float | None = None) -> Figures:
@@ -157,7 +163,13 @@ class ClusterFigures:
             workflows = sorted({w for w, _ in runs} | {w for w, _ in finished})
             created = _created(cur, sorted(set(workflows) | set(reviewed)), since, at)
             failed, recovered = _recovery(cur, since, at)
-            llm = read_model_figures(cur, since, at, self.drift)
+            known = self._drift
+            fresh = known is not None and 0 <= at - known[0] < DRIFT_CACHE_SECONDS
+            llm = read_model_figures(
+                cur, since, at, self.drift, known[1] if fresh and known else None
+            )
+        if not fresh:
+            self._drift = (at, llm.drift)
         return Figures(
             at=at,
             window=self.window,

@@ -108,9 +108,14 @@ class ModelFigures:
 
 
 def read_model_figures(
-    cur: Cursor, since: float, until: float, drift: DriftSettings | None = None
+    cur: Cursor,
+    since: float,
+    until: float,
+    drift: DriftSettings | None = None,
+    known_drift: list[DriftReport] | None = None,
 ) -> ModelFigures:
-    """The figures of the calls started in ``[since, until]``, and the drift at ``until``."""
+    """The figures of the calls started in ``[since, until]``, and the drift at ``until``
+    (``known_drift``: reports read a moment ago, reused instead of read again)."""
     settings = drift or DriftSettings()
     calls, cost = _calls(cur, since, until)
     succeeded, succeeded_cost = _successes(cur, since, until)
@@ -120,7 +125,7 @@ def read_model_figures(
         succeeded_runs=succeeded,
         succeeded_cost_usd=succeeded_cost,
         confidence=_confidence(cur, since, until),
-        drift=drift_reports(cur, until, settings),
+        drift=drift_reports(cur, until, settings) if known_drift is None else known_drift,
         drift_settings=settings,
     )
 
