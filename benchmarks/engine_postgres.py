@@ -4,6 +4,7 @@ throughput, per-step latency, commit cost, and how CPU splits between workers an
     python benchmarks/engine_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
                                          [--workflows 1000] [--steps 10] [--rounds 3]
                                          [--processes 1,2,4] [--concurrency 8]
+                                         [--metrics] [--tracing]
 
 For each process count the W runs are started from this process into a fresh schema
 (``bench_<n>``, dropped afterwards); then N worker processes (this script with
@@ -12,7 +13,10 @@ database, so interpreter start-up is not counted. The clock stops when the last 
 succeeded (polled every 50 ms). CPU is read from /proc before and after: the worker
 processes, and the PostgreSQL processes (the backends serving this benchmark plus the
 server's background processes; other clients' backends are left out), so the server
-must run on this machine. Rounds are interleaved across process counts and the median
+must run on this machine. With ``--metrics`` and/or ``--tracing`` it measures instead
+what they add per step, with one worker process: rounds with them off, with per-process
+metrics (``WorkerMetrics``) and with tracing through the OpenTelemetry SDK (every span
+made and ended, exported nowhere). Rounds are interleaved across process counts and the median
 round (by wall time) is printed whole. The machine is shared and noisy, so compare
 ratios from one run.
 """
@@ -60,9 +64,29 @@ def schema_url(url: str, schema: str) -> str:
 # -- the worker process -------------------------------------------------------------
 
 
-def worker_main(url: str, concurrency: int, out: Path) -> None:
-    """Open the App, say ready, wait for go, work until SIGTERM, write latencies."""
+def worker_main(url: str, concurrency: int, out: Path, observe: str = "off") -> None:
+    """Open the App, say ready, wait for go, work until SIGTERM, write latencies.
+    ``observe``: ``metrics`` (WorkerMetrics subscribed) or ``tracing`` (the OpenTelemetry
+    SDK recording every span, exported to nowhere)."""
     app = make_app(url)
+    if observe == "metrics":
+        from surestep.observe.metrics import WorkerMetrics
+
+        app.hooks.subscribe(WorkerMetrics())
+    elif observe == "tracing":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        class Dropping(InMemorySpanExporter):
+            def export(self, spans: Any) -> Any:  # record nothing: a no-op exporter
+                return super().export([])
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(Dropping()))
+        app.trace(provider)
     latencies: list[float] = []
     began: dict[str, float] = {}
 
@@ -224,8 +248,11 @@ def raw_commit_cost(url: str, n: int = 2000) -> float:
     return statistics.median(times)
 
 
-def launch_workers(url: str, n: int, concurrency: int, folder: Path) -> list[subprocess.Popen[str]]:
-    command = [sys.executable, __file__, "--worker", "--url", url, "--concurrency"]
+def launch_workers(
+    url: str, n: int, concurrency: int, folder: Path, observe: str = "off"
+) -> list[subprocess.Popen[str]]:
+    command = [sys.executable, __file__, "--worker", "--observe", observe, "--url", url]
+    command.append("--concurrency")
     procs = [
         subprocess.Popen(
             [*command, str(concurrency), "--out", str(folder / f"lat{i}.json")],
@@ -266,7 +293,9 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
             proc.wait()
 
 
-def measure(args: argparse.Namespace, url: str, n: int, folder: Path) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, url: str, n: int, folder: Path, observe: str = "off"
+) -> dict[str, Any]:
     """Start the runs, launch the workers, time them, and read the counters around it."""
     app = make_app(url)
     for _ in range(args.workflows):
@@ -275,7 +304,7 @@ def measure(args: argparse.Namespace, url: str, n: int, folder: Path) -> dict[st
     with psycopg.connect(url, autocommit=True) as conn:
         server0 = server_counters(conn)
         launched = time.perf_counter()
-        procs = launch_workers(url, n, args.concurrency, folder)
+        procs = launch_workers(url, n, args.concurrency, folder, observe)
         ready = time.perf_counter() - launched
         try:
             cpu0 = CpuSample([p.pid for p in procs], conn)
@@ -304,14 +333,16 @@ def measure(args: argparse.Namespace, url: str, n: int, folder: Path) -> dict[st
     }
 
 
-def one_round(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
+def one_round(
+    args: argparse.Namespace, n: int, folder: Path, observe: str = "off"
+) -> dict[str, Any]:
     """One measurement with ``n`` worker processes, in a schema of its own."""
     schema = f"bench_{n}"
     with psycopg.connect(args.url, autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
-        return measure(args, schema_url(args.url, schema), n, folder)
+        return measure(args, schema_url(args.url, schema), n, folder, observe)
     finally:
         with psycopg.connect(args.url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -442,11 +473,17 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2,4")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="also measure with metrics on")
+    parser.add_argument("--tracing", action="store_true", help="also measure with tracing on")
+    parser.add_argument("--observe", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker_main(args.url, args.concurrency, args.out)
+        worker_main(args.url, args.concurrency, args.out, args.observe)
+        return
+    if args.metrics or args.tracing:
+        observe_cost(args)
         return
     args.server, args.sync_commit = server_settings(args.url)
     args.fsync = fsync_cost(args.url)
@@ -469,6 +506,24 @@ def main() -> None:
         rs.sort(key=lambda r: r["elapsed"])
         results[n] = {**rs[len(rs) // 2], "rounds": [r["elapsed"] for r in rs]}
     report(args, results)
+
+
+def observe_cost(args: argparse.Namespace) -> None:
+    """Per-step cost of metrics and tracing: one worker process, rounds interleaved."""
+    modes = ["off", *(["metrics"] if args.metrics else []), *(["tracing"] if args.tracing else [])]
+    elapsed: dict[str, list[float]] = {mode: [] for mode in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            for mode in modes:
+                result = one_round(args, 1, Path(tmp), mode)
+                elapsed[mode].append(result["elapsed"])
+    steps = args.workflows * args.steps
+    base = statistics.median(elapsed["off"]) / steps
+    print(f"1 worker process x {args.concurrency}, {steps} steps, medians of {args.rounds}:")
+    print(f"  off       {base * 1e6:7.1f} us a step")
+    for mode in modes[1:]:
+        per = statistics.median(elapsed[mode]) / steps
+        print(f"  {mode:9} {per * 1e6:7.1f} us a step: {per / base - 1:+.1%}")
 
 
 if __name__ == "__main__":
