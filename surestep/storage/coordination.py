@@ -13,6 +13,7 @@ sees the other.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 
 from surestep.errors import (
@@ -37,6 +38,10 @@ _COMPENSABLE = (
 #: worker finishing it): (cursor, run_id, to_state, final, actor, reason, now). Stores
 #: composed beside the run store (review tasks) keep their rows in step through it.
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
+#: The end of a map's child's id after its parent's (``:<position>:<index>``). Such a
+#: child wakes its parent through its map's row (surestep.flow.store), once, after the
+#: last child; locking the parent's row at every child's end would serialize them all.
+_MAP_CHILD = re.compile(r"^:\d+:\d+$")
 #: Whether what a run waits for (``"<kind>:<key>"``, given the run id and the key) has
 #: happened, for kinds of wait that features add (a map's children all finished).
 ReadyCheck = Callable[[Cursor, str, str], bool]
@@ -107,7 +112,7 @@ class CoordinationStore(SQLStore):
             if to_state in (State.WAITING, State.PENDING):
                 self._notify(cur)
             if to_state in TERMINAL:
-                if parent_id is not None:
+                if parent_id is not None and not _MAP_CHILD.match(run_id[len(parent_id) :]):
                     self._wake(cur, parent_id, f"child:{run_id}", now)
                 if to_state != State.SUCCESS:
                     self._cancel_children(cur, run_id, worker, f"parent run {to_state}", now)
