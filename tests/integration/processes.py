@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -113,3 +113,23 @@ def race_starts(workdir: Path, urls: list[str], processes: int) -> list[list[str
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
+
+
+def most_running_at_once(rows: Iterable[tuple[int, str | None, str]]) -> int:
+    """The most runs in state running at any moment, from run-level events
+    ``(id, from_state, to_state)`` that every process appended to the log.
+
+    Ordered by event id, not by time: each process stamps its events with its own clock,
+    a millisecond off another's, while ids follow the order the writes happened in (a
+    claim that takes a freed place writes after the end that freed it was committed)."""
+    changes: list[tuple[int, int]] = []
+    for event_id, before, after in rows:
+        if after == "running":
+            changes.append((event_id, 1))
+        elif before == "running":
+            changes.append((event_id, -1))
+    peak = now = 0
+    for _, delta in sorted(changes):
+        now += delta
+        peak = max(peak, now)
+    return peak

@@ -21,24 +21,14 @@ CHILDREN, CONCURRENCY = 1000, 20
 
 def running_at_once(app: App, parent: str) -> int:
     """The most children in state running at any moment, from their run events."""
-    changes: list[tuple[float, int]] = []
     with app.store.reading() as cur:
         cur.execute(
-            "SELECT e.at, e.from_state, e.to_state FROM surestep_events e"
+            "SELECT e.id, e.from_state, e.to_state FROM surestep_events e"
             " JOIN surestep_runs r ON r.id = e.run_id"
             " WHERE r.parent_id = ? AND e.position IS NULL",
             (parent,),
         )
-        for at, before, after in cur.fetchall():
-            if after == "running":
-                changes.append((at, 1))
-            elif before == "running":
-                changes.append((at, -1))
-    peak = now = 0
-    for _, delta in sorted(changes):  # at equal times, ends (-1) count first
-        now += delta
-        peak = max(peak, now)
-    return peak
+        return processes.most_running_at_once(cur.fetchall())
 
 
 @pytest.mark.slow

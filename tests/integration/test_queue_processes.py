@@ -21,25 +21,14 @@ TENANTS, PER_TENANT_RUNS = ("a", "b", "c"), 100
 
 def running_at_once(app: App, key: str | None = None) -> int:
     """The most runs of queue llm (of one key) in state running at any moment."""
-    changes: list[tuple[float, int]] = []
     with app.store.reading() as cur:
         cur.execute(
-            "SELECT e.at, e.from_state, e.to_state, r.concurrency_key FROM surestep_events e"
+            "SELECT e.id, e.from_state, e.to_state, r.concurrency_key FROM surestep_events e"
             " JOIN surestep_runs r ON r.id = e.run_id"
             " WHERE r.queue = 'llm' AND e.position IS NULL",
         )
-        for at, before, after, run_key in cur.fetchall():
-            if key is not None and run_key != key:
-                continue
-            if after == "running":
-                changes.append((at, 1))
-            elif before == "running":
-                changes.append((at, -1))
-    peak = now = 0
-    for _, delta in sorted(changes):  # at equal times, ends (-1) count first
-        now += delta
-        peak = max(peak, now)
-    return peak
+        rows = [row[:3] for row in cur.fetchall() if key is None or row[3] == key]
+    return processes.most_running_at_once(rows)
 
 
 @pytest.mark.slow

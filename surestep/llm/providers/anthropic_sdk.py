@@ -23,11 +23,11 @@ from surestep.llm.faults import (
 )
 from surestep.llm.providers.shared import (
     LazyClient,
+    OneCall,
     read_api_key,
     redact,
     safe_url,
     status_fault,
-    unreadable_reply,
 )
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
@@ -54,7 +54,7 @@ def _require_sdk() -> None:
         ) from None
 
 
-class AnthropicProvider:
+class AnthropicProvider(OneCall["anthropic.Anthropic"]):
     """Claude models behind the Messages API.
 
     System messages become ``system=``; a schema is appended to it as instructions;
@@ -99,22 +99,6 @@ class AnthropicProvider:
             default_headers=self._headers or None,
             **options,
         )
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Make the call once; raise a fault of :mod:`surestep.llm.faults`."""
-        client = self._client.get()
-        outcome = self._call(client, request)
-        # Raised outside _call's except blocks, so the fault has no __context__ that
-        # leads back to the SDK's request and its key.
-        if isinstance(outcome, ModelError):
-            raise outcome
-        try:
-            return self._response(request, outcome)
-        except (AttributeError, TypeError, ValueError, LookupError) as exc:
-            # A body the SDK took without checking its shape (a compatible server's
-            # bug): a server error, so the call is recorded and retried like one.
-            problem = f"{type(exc).__name__}: {exc}"
-        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(
         self, client: anthropic.Anthropic, request: ChatRequest

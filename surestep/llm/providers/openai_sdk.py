@@ -21,11 +21,11 @@ from surestep.llm.faults import (
 )
 from surestep.llm.providers.shared import (
     LazyClient,
+    OneCall,
     read_api_key,
     redact,
     safe_url,
     status_fault,
-    unreadable_reply,
 )
 from surestep.llm.types import ChatRequest, ChatResponse, Usage
 
@@ -51,7 +51,7 @@ def _require_sdk() -> None:
         ) from None
 
 
-class OpenAIProvider:
+class OpenAIProvider(OneCall["openai.OpenAI"]):
     """Models behind the Chat Completions API.
 
     ``kind="openai"`` is OpenAI itself, priced under genai-prices' ``"openai"``;
@@ -110,22 +110,6 @@ class OpenAIProvider:
             max_retries=0,
             default_headers=self._headers or None,
         )
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Make the call once; raise a fault of :mod:`surestep.llm.faults`."""
-        client = self._client.get()
-        outcome = self._call(client, request)
-        # Raised here, outside the except blocks of _call: the fault's __context__
-        # stays empty, so no traceback leads back to the SDK request and its key.
-        if isinstance(outcome, ModelError):
-            raise outcome
-        try:
-            return self._response(request, outcome)
-        except (AttributeError, TypeError, ValueError, LookupError) as exc:
-            # A body the SDK took without checking its shape (a compatible server's
-            # bug): a server error, so the call is recorded and retried like one.
-            problem = f"{type(exc).__name__}: {exc}"
-        raise unreadable_reply(self.name, request.model, problem)
 
     def _call(self, client: openai.OpenAI, request: ChatRequest) -> ChatCompletion | ModelError:
         import openai

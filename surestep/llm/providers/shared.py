@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from surestep.errors import ConfigurationError
 from surestep.llm.faults import ModelError, ModelRequestError, ModelServerError, fault_for_status
+from surestep.llm.types import ChatRequest, ChatResponse
 
 #: Sent as the key to servers that need none (``api_key_env=None``): the SDKs insist on
 #: having one.
@@ -185,3 +186,31 @@ def status_fault(
         status=status,
         retry_after=retry_after_seconds(headers),
     )
+
+
+class OneCall(Generic[ClientT]):
+    """What the SDK adapters share: a call made once, its fault raised outside the SDK's
+    ``except`` blocks (so the fault's ``__context__`` stays empty and no traceback leads
+    back to the SDK's request and its key), and a body the SDK took without checking its
+    shape (a compatible server's bug) turned into a recorded, retried server error."""
+
+    name: str
+    _client: LazyClient[ClientT]
+
+    def _call(self, client: ClientT, request: ChatRequest) -> Any:
+        """The SDK's reply, or the :class:`ModelError` its failure maps to."""
+        raise NotImplementedError
+
+    def _response(self, request: ChatRequest, reply: Any) -> ChatResponse:
+        raise NotImplementedError
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        """Make the call once; raise a fault of :mod:`surestep.llm.faults`."""
+        outcome = self._call(self._client.get(), request)
+        if isinstance(outcome, ModelError):
+            raise outcome
+        try:
+            return self._response(request, outcome)
+        except (AttributeError, TypeError, ValueError, LookupError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        raise unreadable_reply(self.name, request.model, problem)
