@@ -191,3 +191,32 @@ def test_the_cli_shows_a_maps_progress_and_lists_its_children(db_url: str) -> No
     listed = runner.invoke(cli, ["runs", "--parent", handle.id, "--json", "--db", db_url])
     children = json.loads(listed.stdout)
     assert [c["id"] for c in children] == [f"{handle.id}:0:{i:02d}" for i in range(12)]
+
+
+def test_cancelling_a_held_child_starts_no_other(app: App) -> None:
+    square = fan_app(app, Gauge())
+
+    @app.workflow(name="patient")
+    def patient(count: int) -> int:
+        found = surestep.map(square, range(count), concurrency=2, return_exceptions=True)
+        return sum(1 for r in found if isinstance(r, ChildRunError))
+
+    handle = app.start("patient", 6)
+    drive(app, until=lambda: handle.state == State.WAITING)  # the parent parked; 6 children
+
+    def due_children() -> int:
+        with app.store.reading() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM surestep_runs WHERE parent_id = ?"
+                " AND state = 'pending' AND available_at < 1e17",
+                (handle.id,),
+            )
+            return int(cur.fetchone()[0])
+
+    assert due_children() == 2
+    app.cancel(f"{handle.id}:0:4")  # held: it never took a place
+    assert due_children() == 2  # so it frees none
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == 1  # the cancelled child, in its place; the rest ran
+    [progress] = MapStore(app.store).progress(handle.id)
+    assert (progress.total, progress.done, progress.failed, progress.held) == (6, 6, 1, 0)

@@ -139,6 +139,8 @@ def test_an_unknown_workflow_or_one_without_a_trigger_is_404(
         (b'["d"]', "JSON object"),
         (b"doc_id=d", "JSON object"),
         (b'{"doc_id": "d", "run_id": "mine"}', "run_id cannot be set"),
+        (b'{"doc_id": "d", "priority": 100}', "priority cannot be set"),
+        (b'{"doc_id": "d", "budget_usd": 1000}', "budget_usd cannot be set"),
     ],
 )
 def test_a_body_that_is_not_the_workflows_inputs_is_422(

@@ -32,7 +32,8 @@ class Claims:
                 self.queued.setdefault(wf.queue, []).append((wf.name, wf.version))
         self._turn = 0
         # Queues whose last claim a limit held back: their due runs are not "something
-        # to do" until a run ends (which wakes the worker) or their rate allows more.
+        # to do" until a run of this worker's ends (which wakes it), its next poll (a run
+        # ending in another process sends no wake-up), or their rate allows more.
         self._blocked: dict[str, float | None] = {}
 
     def declare(self, now: float) -> None:

@@ -204,25 +204,34 @@ class MapStore:
         if row is None:
             return  # a plain child run (run_child), or an id of that shape
         total, released, done, failures, fail_fast, width = row
-        if released < total:
-            self._release(cur, parent, position, int(released), int(width), now)
+        # Only a child that held a place frees one: a held child that ends (an operator
+        # cancelled it) never ran. Once a fail-fast map has failed, nothing more starts.
+        frees = int(index) < released
+        if frees and released < total and not (fail_fast and failures):
+            self._release(cur, parent, position, (int(released), int(total), int(width)), now)
         if done >= total or (fail_fast and failures):
             self.store._wake(cur, parent, f"map:{position}", now)
 
     def _release(
-        self, cur: Cursor, parent: str, position: int, index: int, width: int, now: float
+        self, cur: Cursor, parent: str, position: int, counts: tuple[int, int, int], now: float
     ) -> None:
-        """Let the next held child run."""
+        """Let the next held child run, passing over held children that already ended
+        (cancelled before their turn)."""
+        index, total, width = counts
+        while index < total:
+            cur.execute(
+                "UPDATE surestep_runs SET available_at = ? WHERE id = ? AND state = 'pending'"
+                " AND available_at >= ?",
+                (now, child_id(parent, position, index, width), HELD),
+            )
+            index += 1
+            if cur.rowcount == 1:
+                self.store._notify(cur)
+                break
         cur.execute(
-            "UPDATE surestep_maps SET released = released + 1 WHERE parent_id = ? AND position = ?",
-            (parent, position),
+            "UPDATE surestep_maps SET released = ? WHERE parent_id = ? AND position = ?",
+            (index, parent, position),
         )
-        cur.execute(
-            "UPDATE surestep_runs SET available_at = ? WHERE id = ? AND state = 'pending'"
-            " AND available_at >= ?",
-            (now, child_id(parent, position, index, width), HELD),
-        )
-        self.store._notify(cur)
 
     def _ready(self, cur: Cursor, run_id: str, key: str) -> bool:
         cur.execute(
@@ -242,32 +251,23 @@ class MapStore:
         with self.store.reading() as cur:
             if not self._ready(cur, run_id, str(position)):
                 return None
-            cur.execute(
-                "SELECT id, state, output, error FROM surestep_runs WHERE parent_id = ?",
-                (run_id,),
-            )
             prefix = f"{run_id}:{position}:"
-            rows = sorted(row for row in cur.fetchall() if row[0].startswith(prefix))
+            cur.execute(
+                "SELECT id, state, output, error FROM surestep_runs WHERE parent_id = ?"
+                " AND substr(id, 1, ?) = ?",
+                (run_id, len(prefix), prefix),
+            )
+            rows = sorted(cur.fetchall())
         return [ChildOutcome(State(state), output, error) for _, state, output, error in rows]
 
     @retry_transient
     def cancel_rest(self, run_id: str, position: int, actor: str, now: float) -> int:
         """Cancel the map's children that have not finished (after a fail-fast failure)."""
-        prefix = f"{run_id}:{position}:"
-        cancelled = 0
+        reason = "another child of its map failed (fail_fast)"
         with self.store.transaction() as cur:
-            cur.execute(
-                "SELECT id, state FROM surestep_runs WHERE parent_id = ?"
-                " AND state IN ('pending', 'running', 'waiting', 'dead_letter', 'needs_review')"
-                f" {self.store.lock_for_update}",
-                (run_id,),
+            return self.store._cancel_children(
+                cur, run_id, actor, reason, now, prefix=f"{run_id}:{position}:"
             )
-            for child, state in cur.fetchall():
-                if child.startswith(prefix):
-                    reason = "another child of its map failed (fail_fast)"
-                    self.store._end(cur, child, State(state), State.CANCELLED, actor, reason, now)
-                    cancelled += 1
-        return cancelled
 
     @retry_transient
     def progress(self, run_id: str) -> list[MapProgress]:

@@ -40,7 +40,8 @@ _COMPENSABLE = (
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
 #: The end of a map's child's id after its parent's (``:<position>:<index>``). Such a
 #: child wakes its parent through its map's row (surestep.flow.store), once, after the
-#: last child; locking the parent's row at every child's end would serialize them all.
+#: last child: its own end does not look at its parent's waits. (``finish`` still locks
+#: the parent's row first, keeping the parent-then-child lock order cancels rely on.)
 _MAP_CHILD = re.compile(r"^:\d+:\d+$")
 #: Whether what a run waits for (``"<kind>:<key>"``, given the run id and the key) has
 #: happened, for kinds of wait that features add (a map's children all finished).
@@ -427,16 +428,31 @@ class CoordinationStore(SQLStore):
             )
 
     def _cancel_children(
-        self, cur: Cursor, parent_id: str, actor: str, reason: str, now: float
-    ) -> None:
+        self,
+        cur: Cursor,
+        parent_id: str,
+        actor: str,
+        reason: str,
+        now: float,
+        *,
+        prefix: str | None = None,
+    ) -> int:
+        """Cancel a run's unfinished children (those whose id starts with ``prefix``:
+        one map's); return how many."""
+        narrow = "" if prefix is None else " AND substr(id, 1, ?) = ?"
+        args: tuple[object, ...] = (
+            (parent_id,) if prefix is None else (parent_id, len(prefix), prefix)
+        )
         cur.execute(
             "SELECT id, state FROM surestep_runs WHERE parent_id = ?"
             " AND state IN ('pending', 'running', 'waiting', 'dead_letter', 'needs_review')"
-            f" {self.lock_for_update}",
-            (parent_id,),
+            f"{narrow} {self.lock_for_update}",
+            args,
         )
-        for child_id, state in cur.fetchall():
+        found = cur.fetchall()
+        for child_id, state in found:
             self._end(cur, child_id, State(state), State.CANCELLED, actor, reason, now)
+        return len(found)
 
     def _take_message(
         self, cur: Cursor, run_id: str, names: Sequence[str], position: int, now: float

@@ -9,6 +9,7 @@ workflow's arguments 422; in each case nothing is started. A redelivery (same
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from surestep.app import App
 from surestep.errors import ConfigurationError, InputValidationError, SurestepError
 from surestep.flow.triggers import SignatureError, verify
 from surestep.names import check_name
@@ -27,8 +29,13 @@ router = APIRouter(prefix="/trigger", tags=["triggers"])
 
 #: The largest body accepted: webhook payloads are events, not uploads.
 MAX_BODY = 1 << 20
-#: Keyword arguments of ``App.start`` itself: a body cannot set them.
-_START_OPTIONS = frozenset({"run_id", "deadline", "on_deadline", "traceparent", "budget_usd"})
+#: Keyword arguments of ``App.start`` itself (run id, deadline, priority, budget, ...):
+#: a body cannot set them. Read from its signature, so a new option is covered at once.
+_START_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(App.start).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+)
 
 
 @router.post(
@@ -65,12 +72,15 @@ async def trigger(workflow: str, request: Request, app: SurestepApp) -> JSONResp
     run_id = declared.run_id(message_id)
     try:
         check_name("run_id", run_id)
+    except ConfigurationError as exc:
+        raise ApiError(422, "invalid_webhook_id", str(exc)) from None
+    try:
         # start() writes to the database: off the event loop, as the plain routes are.
         handle = await run_in_threadpool(app.start, workflow, run_id=run_id, **arguments)
     except InputValidationError as exc:
         raise ApiError(422, exc.code, str(exc)) from None
-    except ConfigurationError as exc:  # an unusable webhook-id
-        raise ApiError(422, "invalid_webhook_id", str(exc)) from None
+    except ConfigurationError as exc:
+        raise ApiError(422, "invalid_body", str(exc)) from None
     except SurestepError:
         raise  # the error handlers answer (a conflict 409, the database 503)
     return JSONResponse({"run_id": handle.id, "workflow": workflow}, 202)
