@@ -130,6 +130,7 @@ def test_a_reviewer_fixes_an_invalid_edit_approves_and_the_run_finishes(
     shots.take(page, "invalid-edit")
     assert page.get_by_label("Total").get_attribute("aria-invalid") == "true"
     assert "does not fit the form" in page.get_by_role("alert").first.inner_text()
+    assert "is not a number: write it like 12.50" in page.locator(".field-error").inner_text()
     assert app.reviews.get(first).state == "open"
 
     page.get_by_label("Total").fill("12.50")

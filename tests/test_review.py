@@ -123,6 +123,7 @@ def test_an_edit_must_fit_the_form_and_a_bad_one_stores_nothing(app: App) -> Non
     with pytest.raises(ReviewValidationError) as caught:
         app.reviews.decide(task.id, "edit", by="alice", data={"vendor": "ACME", "total": "x"})
     assert [f["path"] for f in caught.value.fields] == ["total"]
+    assert caught.value.fields[0]["message"] == "'x' is not a number: write it like 12.50"
     assert app.reviews.get(task.id).state == "open"
     assert app.get_run("inv-2").state == State.NEEDS_REVIEW
 

@@ -53,10 +53,23 @@ def validate(task: dict[str, Any], outcome: str, data: Any) -> None:
         path = [str(p) for p in error.absolute_path]
         # jsonschema's message quotes the value: not for a field marked sensitive.
         secret = bool(hidden & set(path)) or ".".join(path) in hidden
-        message = f"fails the form's {error.validator!r} rule" if secret else error.message
+        message = f"fails the form's {error.validator!r} rule" if secret else _said(error)
         errors.append({"path": ".".join(path), "message": message})
     if errors:
         _refuse(task, errors)
+
+
+def _said(error: Any) -> str:
+    """jsonschema's message, in a reviewer's words where it is cryptic: a decimal field
+    (a number, or a string of one) says what a number looks like, not "is not valid
+    under any of the given schemas"."""
+    if error.validator == "anyOf" and isinstance(error.validator_value, list):
+        kinds = {
+            str(option.get("type")) for option in error.validator_value if isinstance(option, dict)
+        }
+        if kinds & {"number", "integer"}:
+            return f"{error.instance!r} is not a number: write it like 12.50"
+    return str(error.message)
 
 
 def _refuse(task: dict[str, Any], fields: list[dict[str, str]]) -> None:
