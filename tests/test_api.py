@@ -10,22 +10,20 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from console_site import serving  # tests/console_site.py
 from pydantic import BaseModel
 
 import surestep
 from surestep import App, State
 from surestep.testing import drive
-from surestep.web import server
 
 NOT_FOUND = {
     "code": "review_not_found",
@@ -38,27 +36,6 @@ NOT_FOUND = {
 class Invoice(BaseModel):
     vendor: str
     total: Decimal
-
-
-@contextmanager
-def serving(app: App) -> Iterator[str]:
-    """The API over ``app`` on a free port of 127.0.0.1, in a thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    api = server(app, port=port, log_level="warning")
-    thread = threading.Thread(target=api.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not api.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        api.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 _CLIENTS: list[httpx.Client] = []

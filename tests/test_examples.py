@@ -14,17 +14,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_order_saga_refunds_then_releases() -> None:
+def run_example(*argv: str, timeout: float) -> str:
+    """Run an example as a process from the repository root; its stdout."""
     done = subprocess.run(
-        [sys.executable, "examples/order_saga.py"],
+        [sys.executable, *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_the_order_saga_refunds_then_releases() -> None:
+    out = run_example("examples/order_saga.py", timeout=60)
     assert "ended in state failed" in out
     order = [
         out.index(line)
@@ -36,16 +41,7 @@ def test_the_order_saga_refunds_then_releases() -> None:
 
 
 def test_the_invoice_review_books_one_and_reviews_two_from_the_cli() -> None:
-    done = subprocess.run(
-        [sys.executable, "examples/invoice_review.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+    out = run_example("examples/invoice_review.py", timeout=120)
     assert "INV-001: booked INV-001: 86.40 to Paper & Co (no review needed)" in out
     inbox = out[out.index("$ surestep review list") : out.index("$ surestep review show")]
     assert "INV-002" in inbox and "INV-003" in inbox and "INV-001" not in inbox
@@ -65,16 +61,7 @@ def test_the_invoice_review_books_one_and_reviews_two_from_the_cli() -> None:
 
 @pytest.mark.slow
 def test_the_demo_ends_with_a_command_that_works_as_printed() -> None:
-    done = subprocess.run(
-        [sys.executable, "examples/demo.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stderr
-    printed = done.stdout.strip().splitlines()[-1].strip()
+    printed = run_example("examples/demo.py", timeout=120).strip().splitlines()[-1].strip()
 
     # As a reader would paste it: in the project's directory, with no virtualenv active.
     path = os.pathsep.join(
@@ -89,16 +76,7 @@ def test_the_demo_ends_with_a_command_that_works_as_printed() -> None:
 
 
 def test_batch_summarize_survives_the_chaos_model_server() -> None:
-    done = subprocess.run(
-        [sys.executable, "examples/batch_summarize.py", "--docs", "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+    out = run_example("examples/batch_summarize.py", "--docs", "20", timeout=300)
     found = re.search(r"20 documents: (\{.*\})", out)
     assert found, out
     states = ast.literal_eval(found.group(1))

@@ -20,7 +20,7 @@ from typing import IO, Annotated, Any
 import typer
 
 from surestep.app import DEFAULT_DATABASE_URL
-from surestep.cli.common import AsJson, Db, fail, opened, os_user, parse_age
+from surestep.cli.common import AsJson, Db, fail, opened, os_user, since_time
 from surestep.cli.review_render import (
     decided_line,
     export_lines,
@@ -103,15 +103,8 @@ def _json(text: str | None, option: str = "--data") -> Any:
 
 
 def _since(text: str | None) -> datetime | None:
-    """``--since``: an age back from now, or a date/time in local time."""
-    if text is None:
-        return None
-    if text.strip()[-1:].isalpha():
-        return datetime.now() - parse_age(text, "--since")
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        fail(f"--since {text!r}: give an age (7d, 12h) or a date/time (2026-01-01)", 2)
+    """``--since``, if given (see :func:`surestep.cli.common.since_time`)."""
+    return None if text is None else since_time(text)
 
 
 @review_app.command("list")
