@@ -13,7 +13,6 @@ import logging
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
 
 from surestep.errors import (
@@ -32,6 +31,7 @@ from surestep.storage.rows import (
     Cursor,
     Placement,
     RecordedStep,
+    Released,
     StepOutcome,
     placement_columns,
 )
@@ -47,15 +47,6 @@ CLAIM_COLUMNS = (
     "id, state, workflow, workflow_version, inputs, lease_token, parent_id, compensating,"
     " trace_context, available_at"
 )
-
-
-@dataclass(frozen=True)
-class Released:
-    """What :meth:`SQLStore.release` did: how many runs it put back, and which of them
-    (run id, workflow) it dead-lettered instead, having been recovered too often."""
-
-    count: int
-    dead_lettered: tuple[tuple[str, str], ...] = ()
 
 
 EVENT_INSERT = (
@@ -458,19 +449,9 @@ class SQLStore(RunQueries):
                 found = cur.fetchone()
                 if found is None:
                     continue
-                to_state, why, error = State.PENDING, reason, None
-                recoveries, mark = 0, -1
-                if max_recoveries is not None:
-                    recoveries, mark = self._count_recovery(cur, run_id)
-                    if recoveries >= max_recoveries:
-                        to_state = State.DEAD_LETTER
-                        why = (
-                            f"{reason}; recovered {recoveries} times in a row without "
-                            f"progress: the step after the last checkpoint probably crashes "
-                            f"its worker (out of memory? a native crash?). Fix it, then "
-                            f"`surestep retry` the run"
-                        )
-                        error = json.dumps({"type": "RecoveryLimit", "message": why})
+                to_state, why, error, recoveries, mark = self._recovery(
+                    cur, run_id, reason, max_recoveries
+                )
                 cur.execute(
                     "UPDATE surestep_runs SET state = ?, lease_owner = NULL,"
                     " lease_expires_at = NULL,"
@@ -500,6 +481,25 @@ class SQLStore(RunQueries):
             if released:
                 self._notify(cur)
         return Released(released, tuple(dead))
+
+    def _recovery(
+        self, cur: Cursor, run_id: str, reason: str, max_recoveries: int | None
+    ) -> tuple[State, str, str | None, int, int]:
+        """Where a released run goes (pending, or dead_letter once recovered
+        ``max_recoveries`` times in a row without progress), why, its error, and the
+        recovery count and progress mark to store."""
+        if max_recoveries is None:
+            return State.PENDING, reason, None, 0, -1
+        recoveries, mark = self._count_recovery(cur, run_id)
+        if recoveries < max_recoveries:
+            return State.PENDING, reason, None, recoveries, mark
+        why = (
+            f"{reason}; recovered {recoveries} times in a row without progress: the step "
+            f"after the last checkpoint probably crashes its worker (out of memory? a "
+            f"native crash?). Fix it, then `surestep retry` the run"
+        )
+        error = json.dumps({"type": "RecoveryLimit", "message": why})
+        return State.DEAD_LETTER, why, error, recoveries, mark
 
     def _count_recovery(self, cur: Cursor, run_id: str) -> tuple[int, int]:
         """(recoveries in a row without progress, counting this one; the progress mark)."""

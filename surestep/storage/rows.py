@@ -94,3 +94,12 @@ class StepOutcome:
 #: The states in which a run's deadline still applies, as SQL (``surestep_runs_deadlines``
 #: indexes exactly these): not yet finished, including parked for a person.
 DEADLINE_STATES = "('pending', 'running', 'waiting', 'dead_letter', 'needs_review')"
+
+
+@dataclass(frozen=True)
+class Released:
+    """What :meth:`SQLStore.release` did: how many runs it put back, and which of them
+    (run id, workflow) it dead-lettered instead, having been recovered too often."""
+
+    count: int
+    dead_lettered: tuple[tuple[str, str], ...] = ()
