@@ -1,11 +1,20 @@
-"""W workflows of K no-op steps on SQLite: throughput, per-step overhead, latency, RSS.
+"""W workflows of K no-op steps on SQLite: throughput at several concurrencies, fsyncs
+per step, per-step cost against a raw commit, latency, RSS.
 
-    python benchmarks/engine_sqlite.py [--workflows 1000] [--steps 10] [--concurrency 1]
-                                       [--rounds 3] [--metrics] [--tracing]
+    python benchmarks/engine_sqlite.py [--workflows 1000] [--steps 10]
+                                       [--concurrency 1,4,16,64] [--rounds 3]
+                                       [--metrics] [--tracing]
 
-Each round runs the whole workload on a fresh database file and measures the raw
-INSERT+COMMIT cost on the same disk right after; the figures printed are medians over
-the rounds (the machine is shared and noisy, so compare ratios from one run).
+Each round runs the whole workload once per concurrency (one worker, in this process),
+each on a fresh database file, in rotating order, and measures the raw INSERT+COMMIT
+cost on the same disk right after; the figures printed are medians over the rounds (the
+machine is shared and noisy, so compare ratios from one run).
+
+fsyncs per step are counted with ``strace -f -c -e trace=fsync,fdatasync`` (when strace
+is installed) around a worker process that only executes: the runs are started by this
+process beforehand, since each ``start()`` commits its run durably (one fsync per run,
+paid by the caller). The store's own counters give the commits per step and how many
+checkpoints each group commit held.
 
 ``--metrics`` also runs each round with per-process metrics on (``WorkerMetrics``
 subscribed to the hooks, no HTTP server), and prints what they add per step.
@@ -20,8 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,84 +109,175 @@ def one_round(
 
     for _ in range(workflows):
         app.start(bench, steps)
+    store = app.store
+    synced0, unsynced0 = store.synced_commits, store.unsynced_commits  # type: ignore[attr-defined]
     worker = app.worker(concurrency=concurrency, poll_interval=0.01)
     t0, cpu0 = time.perf_counter(), time.process_time()
     asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    group = store._group  # type: ignore[attr-defined]
+    figures = {
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "synced": store.synced_commits - synced0,  # type: ignore[attr-defined]
+        "unsynced": store.unsynced_commits - unsynced0,  # type: ignore[attr-defined]
+        "batch": group.writes / max(group.commits, 1),
+    }
     app.close()
     latencies.sort()
     return {
-        "elapsed": elapsed,
-        "cpu": cpu,
+        **figures,
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[int(len(latencies) * 0.95)],
         "raw": raw_commit_cost(folder / "raw.db"),
     }
 
 
+def count_fsyncs(workflows: int, steps: int, concurrency: int) -> float | None:
+    """fsync + fdatasync calls per step of a worker process executing W x K runs, counted
+    by strace; None when strace is missing or not permitted here."""
+    if shutil.which("strace") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        app = App(url)
+        bench = add_noop_workflow(app)
+        for _ in range(workflows):
+            app.start(bench, steps)
+        app.close()
+        out = Path(tmp) / "strace.txt"
+        command = [
+            "strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", str(out),
+            sys.executable, __file__, "--execute", url, "--workflows", str(workflows),
+            "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        if subprocess.run(command, capture_output=True, check=False).returncode != 0:
+            return None
+        calls = 0
+        for line in out.read_text().splitlines():
+            parts = line.split()
+            if parts and parts[-1] in ("fsync", "fdatasync"):
+                calls += int(parts[3])  # % time, seconds, usecs/call, calls
+        return calls / (workflows * steps)
+
+
+def execute_only(url: str, workflows: int, concurrency: int) -> None:
+    """The worker process ``count_fsyncs`` traces: execute the runs already started."""
+    app = App(url)
+    add_noop_workflow(app)
+    finished: list[str] = []
+    app.hooks.on_run_state.append(lambda run_id, *_: finished.append(run_id))
+    worker = app.worker(concurrency=concurrency, poll_interval=0.01)
+    asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
+    app.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", default="1,4,16,64", help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--metrics", action="store_true", help="also measure with metrics on")
     parser.add_argument("--tracing", action="store_true", help="also measure with tracing on")
+    parser.add_argument("--execute", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    total_steps = args.workflows * args.steps
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    if args.execute:
+        execute_only(args.execute, args.workflows, concurrencies[0])
+        return
     modes = [
         "off",
         *(["metrics"] if args.metrics else []),
         *(["api", "sdk"] if args.tracing else []),
     ]
-    by_mode: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    # Every concurrency with everything off; the other modes at the first concurrency.
+    cases = [(c, "off") for c in concurrencies] + [(concurrencies[0], m) for m in modes[1:]]
+    by_case: dict[tuple[int, str], list[dict[str, Any]]] = {case: [] for case in cases}
     for number in range(args.rounds):
         # Rotate which goes first, so that none always gets the warmer disk cache.
-        for mode in modes[number % len(modes) :] + modes[: number % len(modes)]:
+        for case in cases[number % len(cases) :] + cases[: number % len(cases)]:
             with tempfile.TemporaryDirectory() as tmp:
-                figures = one_round(Path(tmp), args.workflows, args.steps, args.concurrency, mode)
-            by_mode[mode].append(figures)
-    rounds = by_mode["off"]
-    plain = plain_cost(args.steps)
+                figures = one_round(Path(tmp), args.workflows, args.steps, *case)
+            by_case[case].append(figures)
+    print(
+        f"workload              {args.workflows} workflows x {args.steps} no-op steps, one "
+        f"worker, SQLite WAL synchronous=FULL, median of {args.rounds} rounds"
+    )
+    print_concurrency_table(by_case, concurrencies, args.workflows * args.steps)
+    rounds = by_case[(concurrencies[0], "off")]
+    print_sequential(rounds, args.workflows, args.steps, concurrencies[0])
+    for c in sorted({concurrencies[0], 16}):
+        fsyncs = count_fsyncs(min(args.workflows, 300), args.steps, c)
+        counted = "strace not available" if fsyncs is None else f"{fsyncs:.3f}"
+        print(
+            f"fsyncs per step       {counted} at concurrency {c} (strace, a worker process "
+            f"executing {min(args.workflows, 300)} runs; each start() adds one, paid by its caller)"
+        )
+    print(
+        f"peak RSS              {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
+    print("peers                 see docs/performance.md for how DBOS and LangGraph were measured")
+    print_modes(by_case, concurrencies[0], args.workflows * args.steps, args.steps)
+
+
+def print_concurrency_table(
+    by_case: dict[tuple[int, str], list[dict[str, Any]]], concurrencies: list[int], steps: int
+) -> None:
+    base = statistics.median(r["elapsed"] for r in by_case[(concurrencies[0], "off")])
+    print(
+        f"{'concurrency':<12}{'steps/s':>9}{'ratio':>8}   {'step p50 / p95 ms':<20}"
+        f"{'fsynced commits/step':>22}{'unsynced/step':>15}{'checkpoints/commit':>20}"
+    )
+    for c in concurrencies:
+        rounds = by_case[(c, "off")]
+
+        def median(key: str, rounds: list[dict[str, Any]] = rounds) -> float:
+            return statistics.median(r[key] for r in rounds)
+
+        print(
+            f"{c:<12}{steps / median('elapsed'):>9,.0f}{base / median('elapsed'):>7.2f}x   "
+            f"{median('p50') * 1e3:>6.2f} / {median('p95') * 1e3:<10.2f}"
+            f"{median('synced') / steps:>22.3f}{median('unsynced') / steps:>15.3f}"
+            f"{median('batch'):>20.2f}"
+        )
+
+
+def print_sequential(rounds: list[dict[str, Any]], workflows: int, steps: int, c: int) -> None:
+    total_steps = workflows * steps
+    plain = plain_cost(steps)
 
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
 
     per_step = median("elapsed") / total_steps
-    overhead = per_step - plain
     ratios = sorted((r["elapsed"] / total_steps - plain) / r["raw"] for r in rounds)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"workload              {args.workflows} workflows x {args.steps} no-op steps, "
-        f"concurrency {args.concurrency}, SQLite WAL synchronous=FULL, "
-        f"median of {args.rounds} rounds"
-    )
-    print(f"steps/s               {total_steps / median('elapsed'):,.0f}")
-    print(
-        f"per-step overhead     {overhead * 1e3:.3f} ms (wall per step {per_step * 1e3:.3f} ms"
-        f" - plain call {plain * 1e6:.2f} us; includes each run's claim and finish)"
-    )
-    print(
-        f"step latency          p50 {median('p50') * 1e3:.3f} ms, p95 {median('p95') * 1e3:.3f}"
-        f" ms (step call to checkpoint committed)"
+        f"per-step cost         {per_step * 1e3:.3f} ms at concurrency {c} (wall per step, "
+        f"including each run's claim and finish; CPU {median('cpu') / total_steps * 1e6:.0f} us)"
     )
     print(f"raw INSERT+COMMIT     {median('raw') * 1e3:.3f} ms (same disk, same pragmas)")
     print(
-        f"overhead / commit     {statistics.median(ratios):.2f}x "
+        f"cost / raw commit     {statistics.median(ratios):.2f}x "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
-    print(f"peak RSS              {rss_mb:.0f} MiB")
-    print(f"vs DBOS 3.4 (~310/s)  {total_steps / median('elapsed') / 310:.1f}x")
-    if "metrics" in by_mode:
-        print_tracing_cost(rounds, by_mode["metrics"], total_steps, "metrics on", "metrics")
-        alone = metrics_hooks_cost(args.steps)
+
+
+def print_modes(
+    by_case: dict[tuple[int, str], list[dict[str, Any]]], c: int, total_steps: int, steps: int
+) -> None:
+    rounds = by_case[(c, "off")]
+    per_step = statistics.median(r["elapsed"] for r in rounds) / total_steps
+    if (c, "metrics") in by_case:
+        print_tracing_cost(rounds, by_case[(c, "metrics")], total_steps, "metrics on", "metrics")
+        alone = metrics_hooks_cost(steps)
         print(
             f"metrics hooks alone   {alone * 1e6:.1f} us a step = "
             f"{alone / per_step * 100:.1f} % of the wall per step off (called in a loop)"
         )
     for mode, what in (("api", "API only, no-op"), ("sdk", "SDK, no exporter")):
-        if mode in by_mode:
-            print_tracing_cost(rounds, by_mode[mode], total_steps, what)
+        if (c, mode) in by_case:
+            print_tracing_cost(rounds, by_case[(c, mode)], total_steps, what)
             alone = tracing_hooks_cost(mode)
             print(
                 f"tracing hooks alone   {alone * 1e6:.1f} us a step attempt = "

@@ -37,7 +37,7 @@ from surestep.storage.rows import (
 )
 from surestep.storage.transient import retry_transient
 
-__all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome"]
+__all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome", "check_outcome"]
 
 log = logging.getLogger("surestep.storage")
 
@@ -65,10 +65,20 @@ _STEP_UPSERT = (
     " compensation = excluded.compensation, inputs = excluded.inputs"
 )
 
-_ATTEMPT_INSERT = (
+#: An attempt, inserted only if the run is still held under the lease token given.
+_FENCED_ATTEMPT_INSERT = (
     "INSERT INTO surestep_attempts"
     " (run_id, position, attempt, state, started_at, finished_at, worker, error)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, position, attempt) DO NOTHING"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM surestep_runs"
+    " WHERE id = ? AND lease_token = ? AND state = 'running' {lock})"
+    " ON CONFLICT (run_id, position, attempt) DO NOTHING"
+)
+
+#: A step attempt's two transitions (into running, and out of it) in one statement.
+_TWO_EVENTS_INSERT = (
+    "INSERT INTO surestep_events"
+    " (run_id, position, step, from_state, to_state, at, actor, reason, attempt)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -102,6 +112,12 @@ class SQLStore(RunQueries):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Cursor]:
         """A write transaction: commit on normal exit, roll back on error."""
+
+    def unsynced(self) -> AbstractContextManager[Cursor]:
+        """A write transaction whose durability may wait for the next commit that is
+        synced: for writes that recovery redoes if a power cut undoes them (a claim, a
+        run's end). Where the database has no such mode, an ordinary transaction."""
+        return self.transaction()
 
     @abstractmethod
     def reading(self) -> AbstractContextManager[Cursor]:
@@ -203,7 +219,7 @@ class SQLStore(RunQueries):
         if limit <= 0 or not workflows:
             return []
         sql, params = self._due_runs(workflows, now, limit)
-        with self.transaction() as cur:
+        with self.unsynced() as cur:
             cur.execute(sql, params)
             return self._lease(cur, cur.fetchall(), worker, now, lease_seconds)
 
@@ -326,75 +342,64 @@ class SQLStore(RunQueries):
 
         This is the engine's per-step write, so it is one transaction and nothing more.
         """
-        o = outcome
-        check_step_transition(o.from_state, State.RUNNING)
-        check_step_transition(State.RUNNING, o.to_state)
-        # The step may be waiting or dead-lettered; the attempt itself either succeeded
-        # or failed.
-        attempt_state = State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED
+        check_outcome(outcome)
         with self.transaction() as cur:
+            self.write_step(cur, run_id, token, worker, outcome)
+
+    def write_step(
+        self, cur: Cursor, run_id: str, token: int, worker: str, outcome: StepOutcome
+    ) -> None:
+        """``record_step``'s writes, inside the caller's transaction."""
+        o = outcome
+        # The step may be waiting or dead-lettered; the attempt itself either succeeded
+        # or failed. The attempt is inserted only while the lease holds (the fence).
+        attempt_state = State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED
+        cur.execute(
+            _FENCED_ATTEMPT_INSERT.format(lock=self.lock_fence),
+            (
+                run_id,
+                o.position,
+                o.attempt,
+                attempt_state,
+                o.started_at,
+                o.finished_at,
+                worker,
+                o.error,
+                run_id,
+                token,
+            ),
+        )
+        if cur.rowcount == 0:
+            # Fenced off (raise), or recorded already: a retry of a commit whose
+            # acknowledgement was lost with the connection.
             self._fence(cur, run_id, token)
-            cur.execute(
-                _ATTEMPT_INSERT,
-                (
-                    run_id,
-                    o.position,
-                    o.attempt,
-                    attempt_state,
-                    o.started_at,
-                    o.finished_at,
-                    worker,
-                    o.error,
-                ),
-            )
-            if cur.rowcount == 0:
-                # Recorded already: this is a retry of a commit whose acknowledgement
-                # was lost with the connection.
-                return
-            cur.execute(
-                _STEP_UPSERT,
-                (
-                    run_id,
-                    o.position,
-                    o.name,
-                    o.to_state,
-                    o.output,
-                    o.error,
-                    o.attempt,
-                    o.started_at,
-                    o.finished_at,
-                    o.next_attempt_at,
-                    o.compensation,
-                    o.inputs,
-                ),
-            )
-            cur.executemany(
-                EVENT_INSERT,
-                (
-                    (
-                        run_id,
-                        o.position,
-                        o.name,
-                        o.from_state,
-                        State.RUNNING,
-                        o.started_at,
-                        worker,
-                        None,
-                        o.attempt,
-                    ),
-                    (
-                        run_id,
-                        o.position,
-                        o.name,
-                        State.RUNNING,
-                        o.to_state,
-                        o.finished_at,
-                        worker,
-                        o.reason,
-                        o.attempt,
-                    ),
-                ),
-            )
+            return
+        cur.execute(
+            _STEP_UPSERT,
+            (
+                run_id,
+                o.position,
+                o.name,
+                o.to_state,
+                o.output,
+                o.error,
+                o.attempt,
+                o.started_at,
+                o.finished_at,
+                o.next_attempt_at,
+                o.compensation,
+                o.inputs,
+            ),
+        )
+        cur.execute(
+            _TWO_EVENTS_INSERT,
+            (
+                *(run_id, o.position, o.name, o.from_state, State.RUNNING),
+                *(o.started_at, worker, None, o.attempt),
+                *(run_id, o.position, o.name, State.RUNNING, o.to_state),
+                *(o.finished_at, worker, o.reason, o.attempt),
+            ),
+        )
 
     @retry_transient
     def heartbeat(self, worker: str, runs: Sequence[str], now: float, lease_seconds: float) -> int:
@@ -625,3 +630,9 @@ class SQLStore(RunQueries):
                 f"no run with id {run_id!r}; `surestep runs` lists the runs there are"
             )
         return state_of(row[0], Where("surestep_runs", run_id))
+
+
+def check_outcome(outcome: StepOutcome) -> None:
+    """Refuse a checkpoint whose transitions the step state table does not allow."""
+    check_step_transition(outcome.from_state, State.RUNNING)
+    check_step_transition(State.RUNNING, outcome.to_state)

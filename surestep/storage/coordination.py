@@ -72,7 +72,7 @@ class CoordinationStore(SQLStore):
     ) -> None:
         """Move a run this worker holds out of running, and give up its lease."""
         check_run_transition(State.RUNNING, to_state)
-        with self.transaction() as cur:
+        with self.unsynced() as cur:
             if parent_id is not None and to_state in TERMINAL:
                 self._lock_run(cur, parent_id)  # before our own row: see the module's note
             cur.execute(

@@ -11,15 +11,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from surestep.errors import SchemaVersionError, StorageError
+from surestep.storage.base import check_outcome
 from surestep.storage.coordination import CoordinationStore
+from surestep.storage.group_commit import GroupCommit
 from surestep.storage.migrations import check_recorded, pending
-from surestep.storage.rows import Cursor
-from surestep.storage.transient import sqlite_transient
+from surestep.storage.rows import Cursor, StepOutcome
+from surestep.storage.transient import retry_transient, sqlite_transient
 
 
 class SQLiteStore(CoordinationStore):
@@ -40,6 +42,11 @@ class SQLiteStore(CoordinationStore):
     ) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._synced = synchronous.lower() == "full"
+        self._group = GroupCommit(self._commit_write, lambda: self._conn.in_transaction)
+        #: Write transactions committed with an fsync of their own, and without.
+        self.synced_commits = 0
+        self.unsynced_commits = 0
         self._busy_timeout = busy_timeout_ms / 1000
         try:
             if path != ":memory:":
@@ -73,13 +80,55 @@ class SQLiteStore(CoordinationStore):
         # first and then writes could fail to upgrade, which busy_timeout does not cover.
         return self._transaction("BEGIN IMMEDIATE")
 
+    def unsynced(self) -> AbstractContextManager[Cursor]:
+        # Committed to the WAL without an fsync of its own: the next synced commit (the
+        # run's next checkpoint, anyone's) makes it durable with itself, as the WAL is
+        # written in order. A process crash loses nothing; a power cut may lose what
+        # came after the last fsync, which recovery redoes.
+        if not self._synced:
+            return self.transaction()
+        return self._transaction("BEGIN IMMEDIATE", synced=False)
+
     def reading(self) -> AbstractContextManager[Cursor]:
         return self._transaction("BEGIN")
 
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[Cursor]:
+    @retry_transient
+    def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
+        """The contract's per-step checkpoint, committed together with the checkpoints
+        other threads of this process have ready (see :mod:`.group_commit`)."""
+        check_outcome(outcome)
+
+        def write(cur: Cursor) -> None:
+            try:
+                self.write_step(cur, run_id, token, worker, outcome)
+            except sqlite3.DatabaseError as exc:  # this run's alone, in a batch
+                raise self._explain(exc) from None
+
+        self._group.submit(write)
+
+    def _commit_write(self, write: Callable[[Cursor], None]) -> None:
+        """``write`` in one committed (synced) write transaction: ``transaction()``
+        without the context manager's cost, for the per-step path."""
         with self._lock:
             cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                write(cur)
+                cur.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.rollback()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._explain(exc) from None
+                raise
+            self.synced_commits += 1
+
+    @contextmanager
+    def _transaction(self, begin: str, synced: bool = True) -> Iterator[Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            if not synced:
+                cur.execute("PRAGMA synchronous = NORMAL")
             try:
                 cur.execute(begin)
                 yield cur
@@ -92,6 +141,14 @@ class SQLiteStore(CoordinationStore):
                 if self._conn.in_transaction:
                     self._conn.rollback()
                 raise
+            finally:
+                if not synced:
+                    cur.execute("PRAGMA synchronous = FULL")
+            if begin != "BEGIN":
+                if synced:
+                    self.synced_commits += 1
+                else:
+                    self.unsynced_commits += 1
 
     def close(self) -> None:
         with self._lock:

@@ -1,8 +1,11 @@
 """The App the crash tests run in real worker processes.
 
-``python crash_app.py DB_PATH LOG_DIR`` runs ``app.worker(concurrency=8).run()`` on the
-SQLite file ``DB_PATH`` until SIGTERM. The test process imports :func:`build` (by file
-path) to start runs on the same file and to read the same workflow definitions.
+``python crash_app.py DB_PATH LOG_DIR [CONCURRENCY [PAUSE]]`` runs
+``app.worker(concurrency=CONCURRENCY).run()`` (8 by default) on the SQLite file
+``DB_PATH`` until SIGTERM; each step attempt sleeps up to ``PAUSE`` seconds (0.03 by
+default; with 0 and many runs at once, nearly every checkpoint is part of a group
+commit). The test process imports :func:`build` (by file path) to start runs on the
+same file and to read the same workflow definitions.
 
 Every step attempt writes ``"<idempotency_key> start"`` to ``LOG_DIR/<pid>.log`` before
 it does its work and ``"<idempotency_key> done"`` after, so the test can see exactly
@@ -35,7 +38,7 @@ def expected_output(seed: int) -> int:
     return sum(expected_step_output(seed, i) for i in range(STEPS))
 
 
-def build(db_path: str | Path, log_dir: str | Path) -> App:
+def build(db_path: str | Path, log_dir: str | Path, pause: float = 0.03) -> App:
     """An App with the workflows ``crashy`` and ``backoff`` on the SQLite file ``db_path``."""
     app = App(f"sqlite:///{db_path}")
     log_dir = Path(log_dir)
@@ -47,7 +50,8 @@ def build(db_path: str | Path, log_dir: str | Path) -> App:
     def work(seed: int, i: int) -> int:
         note("start")
         # Long enough that a SIGKILL usually lands while some steps are in flight.
-        time.sleep(random.uniform(0.005, 0.03))
+        if pause:
+            time.sleep(random.uniform(0.005, pause))
         note("done")
         return expected_step_output(seed, i)
 
@@ -75,10 +79,12 @@ def build(db_path: str | Path, log_dir: str | Path) -> App:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(f"usage: {argv[0]} DB_PATH LOG_DIR", file=sys.stderr)
+    if not 3 <= len(argv) <= 5:
+        print(f"usage: {argv[0]} DB_PATH LOG_DIR [CONCURRENCY [PAUSE]]", file=sys.stderr)
         return 2
-    return sideeffects.serve(build(argv[1], argv[2]), CONCURRENCY)
+    concurrency = int(argv[3]) if len(argv) > 3 else CONCURRENCY
+    pause = float(argv[4]) if len(argv) > 4 else 0.03
+    return sideeffects.serve(build(argv[1], argv[2], pause), concurrency)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,13 @@ KILLS = 5
 
 
 class WorkerProcess(processes.WorkerProcess):
-    """``python crash_app.py DB LOG_DIR``: a real worker process."""
+    """``python crash_app.py DB LOG_DIR [CONCURRENCY PAUSE]``: a real worker process."""
 
-    def __init__(self, db: Path, log_dir: Path, stderr_path: Path) -> None:
+    def __init__(self, db: Path, log_dir: Path, stderr_path: Path, *options: str) -> None:
         super().__init__(
-            [sys.executable, str(CRASH_APP), str(db), str(log_dir)], log_dir, stderr_path
+            [sys.executable, str(CRASH_APP), str(db), str(log_dir), *options],
+            log_dir,
+            stderr_path,
         )
 
     def lines(self) -> list[tuple[str, str]]:
@@ -50,7 +52,7 @@ class WorkerProcess(processes.WorkerProcess):
         return sum(1 for _, event in self.lines() if event == "start")
 
 
-Spawn = Callable[[], WorkerProcess]
+Spawn = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
@@ -60,9 +62,9 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
 
-    def start() -> WorkerProcess:
+    def start(*options: str) -> WorkerProcess:
         stderr_path = tmp_path / f"worker-{len(started)}.err"
-        worker = WorkerProcess(tmp_path / "runs.db", log_dir, stderr_path)
+        worker = WorkerProcess(tmp_path / "runs.db", log_dir, stderr_path, *options)
         started.append(worker)
         return worker
 
@@ -85,15 +87,29 @@ def _pid_of(worker_id: str) -> int:
 
 
 @pytest.mark.slow
-def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(app: App, spawn: Spawn) -> None:
+@pytest.mark.parametrize(
+    ("runs", "concurrency", "pause"),
+    [
+        (RUNS, crash_app.CONCURRENCY, 0.03),
+        # Steps that take no time, 16 runs at once: nearly every checkpoint shares its
+        # commit with other runs' (group commit), so the kills land in the middle of
+        # batches, between a batch's savepoints or in its one fsync. More runs, so
+        # that the last kill still finds work to interrupt.
+        (200, 16, 0.0),
+    ],
+    ids=["steps-in-flight", "mid-group-commit"],
+)
+def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(
+    app: App, spawn: Spawn, runs: int, concurrency: int, pause: float
+) -> None:
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     about = f"(random seed {seed})"
-    handles = [app.start("crashy", i, run_id=f"run-{i:02d}") for i in range(RUNS)]
+    handles = [app.start("crashy", i, run_id=f"run-{i:02d}") for i in range(runs)]
 
     killed: list[WorkerProcess] = []
     for _ in range(KILLS):
-        worker = spawn()
+        worker = spawn(str(concurrency), str(pause))
         # Kill after the worker has done some work, not after a fixed time: on a slow
         # machine a timed kill could land before the worker has imported anything.
         target = rng.randint(4, 24)
@@ -101,7 +117,7 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(app: App, sp
         time.sleep(rng.uniform(0.0, 0.05))
         worker.kill()
         killed.append(worker)
-        unfinished = RUNS - len(app.list_runs(state="success", limit=10_000))
+        unfinished = runs - len(app.list_runs(state="success", limit=10_000))
         assert unfinished > 0, f"the kill landed after all the work was done {about}"
 
     final = spawn()
@@ -133,7 +149,7 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(app: App, sp
 
     # Who committed each step, from the database.
     committed_by: dict[str, int] = {}
-    for i in range(RUNS):
+    for i in range(runs):
         record = app.get_run(f"run-{i:02d}")
         assert record.state == State.SUCCESS
         assert [s.position for s in record.steps] == list(range(crash_app.STEPS))
@@ -163,9 +179,9 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(app: App, sp
         # Steps this worker started and did not commit: those in flight at its kill.
         in_flight = sorted(k for k, gs in started_by.items() if g in gs and committed_by[k] != g)
         reexecuted += len(in_flight)
-        assert len(in_flight) <= crash_app.CONCURRENCY, f"worker {g}: {in_flight} {about}"
-        runs = [key.rsplit(":", 1)[0] for key in in_flight]
-        assert len(runs) == len(set(runs)), f"worker {g}: two steps of one run {in_flight}"
+        assert len(in_flight) <= concurrency, f"worker {g}: {in_flight} {about}"
+        owners = [key.rsplit(":", 1)[0] for key in in_flight]
+        assert len(owners) == len(set(owners)), f"worker {g}: two steps of one run {in_flight}"
         for key in in_flight:
             run_id, position = key.rsplit(":", 1)
             latest = max(
@@ -175,14 +191,14 @@ def test_sigkilled_workers_lose_no_run_and_repeat_no_committed_step(app: App, sp
             )
             assert int(position) == latest, f"worker {g} moved past uncommitted {key}"
     assert reexecuted == sum(len(gs) - 1 for gs in started_by.values())
-    assert reexecuted <= KILLS * crash_app.CONCURRENCY
+    assert reexecuted <= KILLS * concurrency
     assert reexecuted >= 1, f"no kill interrupted a step; the test proved nothing {about}"
 
     # Runs held by a killed worker were taken back at once because its process had
     # gone, not after their leases lapsed.
     reasons = [
         event.reason or ""
-        for i in range(RUNS)
+        for i in range(runs)
         for event in app.get_run(f"run-{i:02d}").events
         if event.from_state == State.RUNNING and event.to_state == State.PENDING
     ]
