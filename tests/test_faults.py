@@ -20,7 +20,7 @@ from surestep.testing import drive
 # Claims the one pending run of workflow "wf" as a worker of this host would, then exits.
 _CLAIM_AND_EXIT = """
 import os, sys
-from surestep.engine.worker import host_key
+from surestep.engine.recovery import host_key
 from surestep.storage import open_store
 
 store = open_store(sys.argv[1])

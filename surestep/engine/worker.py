@@ -10,28 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import logging
 import os
 import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from surestep.clock import DatabaseClock
 from surestep.engine.claims import Claims
 from surestep.engine.lifecycle import execute_async, execute_sync
 from surestep.engine.presence import Presence
+from surestep.engine.recovery import Recovery, host_key
 from surestep.engine.runtime import ExhaustedHandler, RunExecution
 from surestep.errors import ConfigurationError, StorageError
 from surestep.hooks import Hooks
 from surestep.observe.logs import EventLog
-from surestep.states import State
 from surestep.storage import ClaimedRun
 
 if TYPE_CHECKING:
@@ -98,44 +95,6 @@ class Timer(Protocol):
     def sweep(self, now: float | None = None, actor: str | None = None) -> object: ...
 
 
-def host_key() -> str:
-    """Names this host *and* PID namespace, so that a worker may judge whether another
-    worker's process is alive only when it can really see that process."""
-    host = socket.gethostname()
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return host
-    return f"{host}/{hashlib.sha256(f'{boot}:{namespace}'.encode()).hexdigest()[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) still answers signal 0, but it
-    # will never renew its leases: count it as gone.
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited and awaits reaping (Linux: state Z or X in
-    /proc/PID/stat). Where /proc is missing (macOS), False: liveness then rests on
-    ``os.kill`` alone, and a zombie's runs wait for its lease."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The command name (field 2) is in parentheses and may itself hold ") "; the state
-    # is the field after the last ")".
-    fields = stat[stat.rfind(")") + 1 :].split()
-    return bool(fields) and fields[0] in ("Z", "X")
-
-
 class Worker:
     """Executes runs of the App's workflows.
 
@@ -179,6 +138,9 @@ class Worker:
         self.max_recoveries = max_recoveries
         self.host = host_key()
         self.id = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.recovery = Recovery(
+            lambda: app.store, app.clock, app.hooks, self.id, self.host, max_recoveries
+        )
         self._running: dict[asyncio.Task[None], ClaimedRun] = {}
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
@@ -252,7 +214,7 @@ class Worker:
         self._presence = presence
         try:
             presence.arrive()
-            self._recover_local_safely()
+            self.recovery.recover_local()
             await self._claim_loop(threads, until)
         finally:
             unplug()
@@ -341,14 +303,14 @@ class Worker:
                 # hand them back first.
                 log.error("worker %s: cannot claim runs: %s; trying again", self.id, exc)
                 await self._nap(0.5 if exc.transient else 5.0)
-                self._release_orphans()
+                self.recovery.release_orphans(self._in_flight())
                 continue
             except Exception:
                 # Not the database's trouble: a bug. Log it and keep claiming, since
                 # one bad run must not stop a worker that other runs need.
                 log.exception("worker %s: claiming runs failed; trying again", self.id)
                 await self._nap(5.0)
-                self._release_orphans()
+                self.recovery.release_orphans(self._in_flight())
                 continue
             if claimed and self.app.hooks.on_claim:
                 at = clock.now()
@@ -437,28 +399,12 @@ class Worker:
         except BaseException:
             log.exception("run %s: the worker failed executing it; releasing it", claimed.id)
             with contextlib.suppress(Exception):
-                self._recover(claimed.id, claimed.token, "worker error; see the worker's log")
+                self.recovery.recover(
+                    claimed.id, claimed.token, "worker error; see the worker's log"
+                )
 
-    def _recover(self, run_id: str, token: int, reason: str) -> None:
-        """Hand a run back after its worker failed, died or let its lease lapse; one
-        recovered too often is dead-lettered, and the hooks hear of it like any end."""
-        app = self.app
-        released = app.store.release(
-            [(run_id, token)],
-            self.id,
-            reason,
-            app.clock.now(),
-            max_recoveries=self.max_recoveries,
-        )
-        for dead, workflow in released.dead_lettered:
-            log.warning(
-                "run %s: dead-lettered after %d recoveries in a row without progress",
-                dead,
-                self.max_recoveries,
-                extra={"run_id": dead, "worker": self.id},
-            )
-            if app.hooks.on_run_state:
-                Hooks.emit(app.hooks.on_run_state, dead, State.RUNNING, State.DEAD_LETTER, workflow)
+    def _in_flight(self) -> set[str]:
+        return {run.id for run in self._running.values()}
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
@@ -475,8 +421,9 @@ class Worker:
                 in_flight = [run.id for run in self._running.values()]
                 store.heartbeat(self.id, in_flight, clock.now(), self.lease_seconds)
                 self._check_clock()
-                self._recover_expired()
-                self._recover_local_safely()
+                if self.recovery.recover_expired(self._in_flight()):
+                    self._wake_from_any_thread()
+                self.recovery.recover_local()
                 if self._presence is not None:
                     self._presence.beat()
             except Exception:
@@ -526,35 +473,6 @@ class Worker:
             if self.app.hooks.on_deadline:
                 Hooks.emit(self.app.hooks.on_deadline, run_id)
 
-    def _release_orphans(self) -> None:
-        """Hand back runs leased to this worker that it is not executing."""
-        in_flight = {run.id for run in self._running.values()}
-        try:
-            orphans = [
-                (run, token)
-                for run, token, owner in self.app.store.leases_of(self.id)
-                if owner == self.id and run not in in_flight
-            ]
-            if orphans:
-                self.app.store.release(
-                    orphans,
-                    self.id,
-                    "claimed but not started (lost acknowledgement)",
-                    self.app.clock.now(),
-                )
-        except StorageError as exc:
-            log.warning("worker %s: cannot hand back orphaned leases yet: %s", self.id, exc)
-
-    def _recover_expired(self) -> None:
-        store, now = self.app.store, self.app.clock.now()
-        in_flight = {run.id for run in self._running.values()}
-        lapsed = [lease for lease in store.expired_leases(now) if lease[0] not in in_flight]
-        for run, token, owner in lapsed:
-            _log_takeover(run, owner, "its lease expired", self.id)
-            self._recover(run, token, f"lease of worker {owner} expired")
-        if lapsed:
-            self._wake_from_any_thread()
-
     def _check_clock(self) -> None:
         """Re-measure the offset to the database's clock (leases and due times are read
         from it); warn once when this host's clock is off by more than a second, and
@@ -586,25 +504,6 @@ class Worker:
                 "ahead of" if skew < 0 else "behind",
             )
             self._warned_skew = skew
-
-    def _recover_local_safely(self) -> None:
-        try:
-            self._recover_local()
-        except StorageError as exc:
-            # A locked or unreachable database: the next heartbeat looks again.
-            log.warning("worker %s: cannot recover dead workers' runs yet: %s", self.id, exc)
-
-    def _recover_local(self) -> None:
-        """Take back at once the runs of workers on this host whose process is gone."""
-        store = self.app.store
-        gone = []
-        for run, token, owner in store.leases_of(self.host + ":"):
-            pid = owner.rsplit(":", 2)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                gone.append((run, token, owner))
-        for run, token, owner in gone:
-            _log_takeover(run, owner, "its process has exited", self.id)
-            self._recover(run, token, f"worker {owner} is gone (its process has exited)")
 
     async def _shutdown(self) -> None:
         self._draining.set()
@@ -649,16 +548,6 @@ class Worker:
         if self._loop is not None and self._wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self._wake.set)
-
-
-def _log_takeover(run_id: str, owner: str, why: str, worker: str) -> None:
-    log.info(
-        "run %s: taking it over from worker %s (%s); it resumes after its last checkpoint",
-        run_id,
-        owner,
-        why,
-        extra={"run_id": run_id, "worker": worker},
-    )
 
 
 def _earliest(*times: float | None) -> float | None:
