@@ -264,3 +264,64 @@ def test_the_queues_command_lists_limits_running_and_backlog(app: App, db_url: s
     assert (row["running"], row["due"]) == (2, 2)  # the tenant's cap held the third back
     table = CliRunner().invoke(cli, ["queues", "--db", db_url])
     assert table.exit_code == 0 and "2/3" in table.output, table.output
+
+
+def _claim_times(app: App, workflow: str) -> list[float]:
+    """When each run of ``workflow`` was claimed, in the order of the claims."""
+    with app.store.reading() as cur:
+        cur.execute(
+            "SELECT e.at FROM surestep_events e JOIN surestep_runs r ON r.id = e.run_id"
+            " WHERE r.workflow = ? AND e.position IS NULL AND e.to_state = 'running'"
+            " ORDER BY e.id",
+            (workflow,),
+        )
+        return [float(row[0]) for row in cur.fetchall()]
+
+
+@pytest.mark.parametrize("rate", [2.0, 0.5])
+def test_a_rate_limit_spaces_a_queues_starts(app: App, clock: Any, rate: float) -> None:
+    """A second's worth of starts at once (at least one), then one every 1/rate seconds:
+    the worker, idle while the rate holds runs back, wakes when the next start is
+    allowed (on the injected clock, which it advances)."""
+    app.queue("paced", concurrency=10, rate_per_second=rate)
+
+    @app.workflow(name="tick", queue="paced")
+    def tick(n: int) -> int:
+        return n
+
+    for n in range(7):
+        app.start("tick", n)
+    drive(app, until=lambda: finished(app, "tick") == 7, concurrency=8)
+    times = _claim_times(app, "tick")
+    burst = max(1, int(rate))
+    expected = [0.0] * burst + [k / rate for k in range(1, 7 - burst + 1)]
+    assert [round(t - times[0], 6) for t in times] == expected
+
+
+def test_a_rate_limit_refills_while_idle_up_to_its_burst(app: App, clock: Any) -> None:
+    app.queue("paced", concurrency=10, rate_per_second=3)
+
+    @app.workflow(name="tick", queue="paced")
+    def tick(n: int) -> int:
+        return n
+
+    queues = QueueStore(app.store)
+    queues.declare(app.registry.queues(), clock.now())
+    for n in range(10):
+        app.start("tick", n)
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (len(took.runs), took.blocked) == (3, True)  # the burst: a second's worth
+    assert took.retry_at == pytest.approx(clock.now() + 1 / 3)
+    clock.advance(0.5)  # 1.5 tokens: one start
+    assert len(queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs) == 1
+    clock.advance(60)  # a long idle spell refills to the burst, not beyond
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (len(took.runs), took.blocked) == (3, True)
+    clock.advance(-5)  # a worker whose clock is behind: it refills nothing
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (took.runs, took.blocked) == ([], True)
+    assert took.retry_at == pytest.approx(clock.now() + 5 + 1 / 3)
+    clock.advance(5.3)  # and it did not move the refill time back: 0.9 tokens
+    assert queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs == []
+    clock.advance(0.05)
+    assert len(queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs) == 1
