@@ -21,6 +21,7 @@ from surestep.storage.queues import (
     pick,
     served_condition,
 )
+from surestep.storage.rows import placement_columns
 from surestep.testing import drive
 
 
@@ -112,6 +113,48 @@ def test_one_keys_backlog_does_not_starve_another_key(app: App, clock: Any) -> N
     # most of the big backlog still waits: with the cap, each gets half the queue.
     last_small = max(i for i, name in enumerate(gauge.order) if name.startswith("small"))
     assert last_small < 30, gauge.order[: last_small + 1]
+
+
+def _backlog(app: App, tenant: str, count: int) -> None:
+    """``count`` runs of ``job`` for ``tenant``, due now, written in one transaction (as
+    ``app.start`` would write each: same inputs, queue and key)."""
+    wf, now = app.registry.workflow("job"), app.clock.now()
+    rows = []
+    for n in range(count):
+        queue, priority, key = placement_columns(wf.placement((tenant, n), {}))
+        inputs = wf.codec.encode_args((tenant, n), {}, "a backlog run")
+        rows.append((f"{tenant}-{n:05d}", wf.version, inputs, now, now, now, queue, priority, key))
+    with app.store.transaction() as cur:
+        cur.executemany(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
+            " created_at, updated_at, available_at, queue, priority, concurrency_key)"
+            " VALUES (?, 'job', ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def test_a_10000_run_backlog_does_not_starve_another_keys_10_runs(app: App, clock: Any) -> None:
+    """Fairness at depth: tenant big's 10,000 runs are all due before small's 10, yet
+    small's all finish while almost all of big's still wait (each key gets at most
+    per_key_concurrency of the queue's places; the claim reads past big's backlog)."""
+    gauge = Gauge()
+    queue_app(app, gauge, concurrency=4, cap=2)
+    _backlog(app, "big", 10_000)
+    clock.advance(1)
+    small = [app.start("job", "small", n) for n in range(10)]
+    drive(app, until=lambda: all(h.state == State.SUCCESS for h in small), concurrency=8)
+    assert gauge.peak <= 4
+    with app.store.reading() as cur:
+        cur.execute(
+            "SELECT concurrency_key, state, COUNT(*) FROM surestep_runs"
+            " GROUP BY concurrency_key, state"
+        )
+        counts = {(key, state): int(n) for key, state, n in cur.fetchall()}
+    assert counts[("small", "success")] == 10
+    # small's 10 took 2 places at a time: 5 rounds, in which big had the other 2 places.
+    big_done = counts.get(("big", "success"), 0)
+    assert big_done < 100, big_done
+    assert counts[("big", "pending")] >= 10_000 - 100 - 4
 
 
 def test_pick_skips_keys_at_their_cap_and_never_caps_runs_without_a_key() -> None:
