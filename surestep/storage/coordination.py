@@ -87,7 +87,7 @@ class CoordinationStore(SQLStore):
                 " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,"
                 " waiting_for = ?, compensating = CASE WHEN ? THEN NULL ELSE compensating END,"
                 " compensating_error = CASE WHEN ? THEN NULL ELSE compensating_error END"
-                " WHERE id = ? AND lease_token = ? AND state = 'running'",
+                " WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING queue",
                 (
                     to_state,
                     output,
@@ -101,7 +101,8 @@ class CoordinationStore(SQLStore):
                     token,
                 ),
             )
-            if cur.rowcount != 1:
+            held = cur.fetchone()
+            if held is None:
                 raise LeaseLostError(f"run {run_id!r} is no longer held by {worker}")
             cur.execute(
                 EVENT_INSERT,
@@ -119,6 +120,8 @@ class CoordinationStore(SQLStore):
                 to_state = State.PENDING
             if to_state in (State.WAITING, State.PENDING):
                 self._notify(cur)
+            elif held[0] is not None:
+                self._notify_queue(cur, held[0], now)
             if to_state in TERMINAL:
                 if parent_id is not None and not map_child:
                     self._wake(cur, parent_id, f"child:{run_id}", now)
@@ -402,7 +405,7 @@ class CoordinationStore(SQLStore):
             (to_state, available_at, now, error, compensating, compensating, error, run_id),
         )
         cur.execute(EVENT_INSERT, (run_id, None, None, state, to_state, now, actor, why, None))
-        if to_state == State.PENDING:
+        if to_state == State.PENDING or state == State.RUNNING:  # (a queue's place freed)
             self._notify(cur)
         for listener in self.end_listeners:
             listener(cur, run_id, to_state, final, actor, reason, now)
@@ -559,6 +562,17 @@ class CoordinationStore(SQLStore):
             (run_id, None, None, State.NEEDS_REVIEW, State.PENDING, now, actor, reason, None),
         )
         self._notify(cur)
+
+    def _notify_queue(self, cur: Cursor, queue: str, now: float) -> None:
+        """A run of ``queue`` left running, freeing a place: wake idle workers (held back
+        by the queue's limit, they would wait for their next poll), if runs of the queue
+        are due. Not otherwise: PostgreSQL serialises the commits that NOTIFY."""
+        if self.notify_sql is not None:
+            cur.execute(
+                f"{self.notify_sql} WHERE EXISTS (SELECT 1 FROM surestep_runs WHERE queue = ?"
+                " AND state IN ('pending', 'waiting') AND available_at <= ?)",
+                (queue, now),
+            )
 
     def _lock_run(self, cur: Cursor, run_id: str, *, share: bool = False) -> None:
         # Key share: blocks only FOR UPDATE (a cancel), not other sharers nor an update

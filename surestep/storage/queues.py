@@ -188,8 +188,10 @@ class QueueStore:
         blocked = skipped or (len(rows) == free and free < limit)
         # Held back by the rate: when the next start is allowed, so an idle worker wakes
         # for it (a run ending wakes it anyway; a poll may be a second away).
-        rated = bucket is not None and free == bucket.allows() and len(rows) == free
-        return QueueClaim(runs, blocked, bucket.next_start(len(rows)) if rated else None)
+        retry_at = None
+        if bucket is not None and free == bucket.allows() and len(rows) == free:
+            retry_at = bucket.next_start(len(rows))
+        return QueueClaim(runs, blocked, retry_at)
 
     def _candidates(
         self,
