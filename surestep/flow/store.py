@@ -360,6 +360,10 @@ class MapStore:
         """Cancel the map's children that have not finished (after a fail-fast failure)."""
         reason = "another child of its map failed (fail_fast)"
         with self.store.transaction() as cur:
+            # The parent's row first, as a cancel of the parent: ends of the map's
+            # children (which key-share lock it) wait, rather than meet this
+            # transaction's locks on shard and map rows in the other order.
+            self.store._lock_run(cur, run_id)
             return self.store._cancel_children(
                 cur, run_id, actor, reason, now, prefix=f"{run_id}:{position}:"
             )
