@@ -114,7 +114,7 @@ def exercise(app: App, report: Report, args: argparse.Namespace) -> None:
     # 2. big at its cap: its backlog fills the head, the claim reads each key's head.
     with app.store.transaction() as cur:
         cur.execute(f"UPDATE surestep_runs SET state = 'running' WHERE {_BIG_RUNNING}")
-    case = claim_case(app, "queue claim of 8, past big")
+    case = claim_case(app, "queue claim of 8, past big", 8)
     measure(case, report, args.repeat, **_PLANS)
 
 
