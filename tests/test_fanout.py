@@ -220,3 +220,26 @@ def test_cancelling_a_held_child_starts_no_other(app: App) -> None:
     assert handle.result() == 1  # the cancelled child, in its place; the rest ran
     [progress] = MapStore(app.store).progress(handle.id)
     assert (progress.total, progress.done, progress.failed, progress.held) == (6, 6, 1, 0)
+
+
+def test_a_map_created_before_its_counts_were_sharded_still_completes(app: App) -> None:
+    """A map whose row counts its children itself (schema < 19: shards = 0) goes on
+    counting there after an upgrade, releasing held children and waking its parent."""
+    gauge = Gauge()
+    fan_app(app, gauge)
+    handle = app.start("squares", 9, 2)
+    drive(app, until=lambda: handle.state == State.WAITING)
+    with app.store.transaction() as cur:  # as schema 18 left it: counts in the map's row
+        cur.execute(
+            "UPDATE surestep_maps SET shards = 0, shards_done = 0,"
+            " done = (SELECT SUM(done) FROM surestep_map_shards WHERE parent_id = ?),"
+            " failed = (SELECT SUM(failed) FROM surestep_map_shards WHERE parent_id = ?)"
+            " WHERE parent_id = ?",
+            (handle.id, handle.id, handle.id),
+        )
+        cur.execute("DELETE FROM surestep_map_shards WHERE parent_id = ?", (handle.id,))
+    drive(app, until=lambda: handle.state == State.SUCCESS)
+    assert handle.result() == [n * n for n in range(9)]
+    assert gauge.peak <= 2
+    [progress] = MapStore(app.store).progress(handle.id)
+    assert (progress.total, progress.done, progress.failed, progress.held) == (9, 9, 0, 0)

@@ -21,6 +21,7 @@ from surestep.storage.queues import (
     pick,
     served_condition,
 )
+from surestep.storage.rows import placement_columns
 from surestep.testing import drive
 
 
@@ -112,6 +113,48 @@ def test_one_keys_backlog_does_not_starve_another_key(app: App, clock: Any) -> N
     # most of the big backlog still waits: with the cap, each gets half the queue.
     last_small = max(i for i, name in enumerate(gauge.order) if name.startswith("small"))
     assert last_small < 30, gauge.order[: last_small + 1]
+
+
+def _backlog(app: App, tenant: str, count: int) -> None:
+    """``count`` runs of ``job`` for ``tenant``, due now, written in one transaction (as
+    ``app.start`` would write each: same inputs, queue and key)."""
+    wf, now = app.registry.workflow("job"), app.clock.now()
+    rows = []
+    for n in range(count):
+        queue, priority, key = placement_columns(wf.placement((tenant, n), {}))
+        inputs = wf.codec.encode_args((tenant, n), {}, "a backlog run")
+        rows.append((f"{tenant}-{n:05d}", wf.version, inputs, now, now, now, queue, priority, key))
+    with app.store.transaction() as cur:
+        cur.executemany(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
+            " created_at, updated_at, available_at, queue, priority, concurrency_key)"
+            " VALUES (?, 'job', ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def test_a_10000_run_backlog_does_not_starve_another_keys_10_runs(app: App, clock: Any) -> None:
+    """Fairness at depth: tenant big's 10,000 runs are all due before small's 10, yet
+    small's all finish while almost all of big's still wait (each key gets at most
+    per_key_concurrency of the queue's places; the claim reads past big's backlog)."""
+    gauge = Gauge()
+    queue_app(app, gauge, concurrency=4, cap=2)
+    _backlog(app, "big", 10_000)
+    clock.advance(1)
+    small = [app.start("job", "small", n) for n in range(10)]
+    drive(app, until=lambda: all(h.state == State.SUCCESS for h in small), concurrency=8)
+    assert gauge.peak <= 4
+    with app.store.reading() as cur:
+        cur.execute(
+            "SELECT concurrency_key, state, COUNT(*) FROM surestep_runs"
+            " GROUP BY concurrency_key, state"
+        )
+        counts = {(key, state): int(n) for key, state, n in cur.fetchall()}
+    assert counts[("small", "success")] == 10
+    # small's 10 took 2 places at a time: 5 rounds, in which big had the other 2 places.
+    big_done = counts.get(("big", "success"), 0)
+    assert big_done < 100, big_done
+    assert counts[("big", "pending")] >= 10_000 - 100 - 4
 
 
 def test_pick_skips_keys_at_their_cap_and_never_caps_runs_without_a_key() -> None:
@@ -264,3 +307,64 @@ def test_the_queues_command_lists_limits_running_and_backlog(app: App, db_url: s
     assert (row["running"], row["due"]) == (2, 2)  # the tenant's cap held the third back
     table = CliRunner().invoke(cli, ["queues", "--db", db_url])
     assert table.exit_code == 0 and "2/3" in table.output, table.output
+
+
+def _claim_times(app: App, workflow: str) -> list[float]:
+    """When each run of ``workflow`` was claimed, in the order of the claims."""
+    with app.store.reading() as cur:
+        cur.execute(
+            "SELECT e.at FROM surestep_events e JOIN surestep_runs r ON r.id = e.run_id"
+            " WHERE r.workflow = ? AND e.position IS NULL AND e.to_state = 'running'"
+            " ORDER BY e.id",
+            (workflow,),
+        )
+        return [float(row[0]) for row in cur.fetchall()]
+
+
+@pytest.mark.parametrize("rate", [2.0, 0.5])
+def test_a_rate_limit_spaces_a_queues_starts(app: App, clock: Any, rate: float) -> None:
+    """A second's worth of starts at once (at least one), then one every 1/rate seconds:
+    the worker, idle while the rate holds runs back, wakes when the next start is
+    allowed (on the injected clock, which it advances)."""
+    app.queue("paced", concurrency=10, rate_per_second=rate)
+
+    @app.workflow(name="tick", queue="paced")
+    def tick(n: int) -> int:
+        return n
+
+    for n in range(7):
+        app.start("tick", n)
+    drive(app, until=lambda: finished(app, "tick") == 7, concurrency=8)
+    times = _claim_times(app, "tick")
+    burst = max(1, int(rate))
+    expected = [0.0] * burst + [k / rate for k in range(1, 7 - burst + 1)]
+    assert [round(t - times[0], 6) for t in times] == expected
+
+
+def test_a_rate_limit_refills_while_idle_up_to_its_burst(app: App, clock: Any) -> None:
+    app.queue("paced", concurrency=10, rate_per_second=3)
+
+    @app.workflow(name="tick", queue="paced")
+    def tick(n: int) -> int:
+        return n
+
+    queues = QueueStore(app.store)
+    queues.declare(app.registry.queues(), clock.now())
+    for n in range(10):
+        app.start("tick", n)
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (len(took.runs), took.blocked) == (3, True)  # the burst: a second's worth
+    assert took.retry_at == pytest.approx(clock.now() + 1 / 3)
+    clock.advance(0.5)  # 1.5 tokens: one start
+    assert len(queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs) == 1
+    clock.advance(60)  # a long idle spell refills to the burst, not beyond
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (len(took.runs), took.blocked) == (3, True)
+    clock.advance(-5)  # a worker whose clock is behind: it refills nothing
+    took = queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30)
+    assert (took.runs, took.blocked) == ([], True)
+    assert took.retry_at == pytest.approx(clock.now() + 5 + 1 / 3)
+    clock.advance(5.3)  # and it did not move the refill time back: 0.9 tokens
+    assert queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs == []
+    clock.advance(0.05)
+    assert len(queues.claim("paced", "w", [("tick", "1")], 10, clock.now, 30).runs) == 1

@@ -6,10 +6,22 @@ the run store: its children are ordinary runs (``parent_id`` set, id
 all created in the transaction that records the parent's wait. A child beyond the map's
 ``concurrency`` is *held*: pending, but due at :data:`HELD`, so no worker claims it. The
 transaction that ends a child (whoever ends it: a worker, an operator's cancel, a review)
-counts it in the map's row, lets the next held child run, and wakes the parent when the
-last child has finished (or the first failed, with ``fail_fast``). So at most
-``concurrency`` children of a map are ever claimable or running, across every worker,
-even through crashes; and the parent, holding no slot, wakes once, not once per child.
+counts it, lets the next held child run, and wakes the parent when the last child has
+finished (or the first failed, with ``fail_fast``). So at most ``concurrency`` children of
+a map are ever claimable or running, across every worker, even through crashes; and the
+parent, holding no slot, wakes once, not once per child.
+
+Ends are counted in :data:`SHARDS` shard rows (child index modulo :data:`SHARDS`), not in
+the map's row: on PostgreSQL a row an end updates stays locked until its commit, so one
+counter would make the children of a map end one commit after another. The end that
+completes a shard counts it in the map's row; the one that completes the last shard wakes
+the parent (the counts are exact: each is an update under its row's lock, in the
+transaction that ends the child, so a crash loses none). The map's row is locked by an
+end only when it completes a shard, fails a fail-fast map, or frees a place in a map
+with held children (whose ``released`` pointer it moves). Lock order, everywhere: the
+parent's row (a child's end takes a key-share lock on it: ends of one map do not block
+each other, a cancel of the parent waits for them), the child's, its shard's, the map's,
+the next held child's.
 """
 
 from __future__ import annotations
@@ -26,6 +38,9 @@ from surestep.storage.transient import retry_transient
 
 #: The due time of a held child: never reached (as the review store's NO_DUE).
 HELD = 1e18
+#: How many rows a map's finished children are counted in (see the module's docstring):
+#: more than a worker's or a few workers' slots, so ends rarely meet on one row.
+SHARDS = 64
 _ENDED = (State.SUCCESS, State.FAILED, State.CANCELLED)
 _CHILD = re.compile(r"^(?P<parent>.+):(?P<position>\d+):(?P<index>\d+)$")
 
@@ -67,6 +82,17 @@ class _Children:
     placements: Sequence[Placement | None]
     released: int
     width: int
+
+
+@dataclass(frozen=True)
+class _End:
+    """A child of a map that ended: which, and whether it failed (or was cancelled)."""
+
+    parent: str
+    position: int
+    index: int
+    failed: bool
+    fail_fast: bool
 
 
 @dataclass(frozen=True)
@@ -115,7 +141,8 @@ class MapStore:
             store._fence(cur, run_id, token)
             cur.execute(
                 "INSERT INTO surestep_maps (parent_id, position, workflow, total, concurrency,"
-                " released, fail_fast, width, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " released, fail_fast, width, created_at, shards)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (parent_id, position) DO NOTHING",
                 (
                     run_id,
@@ -127,9 +154,18 @@ class MapStore:
                     fail_fast,
                     width,
                     now,
+                    min(total, SHARDS),
                 ),
             )
             if cur.rowcount == 1:
+                cur.executemany(
+                    "INSERT INTO surestep_map_shards (parent_id, position, shard, total)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (run_id, position, shard, (total - shard + SHARDS - 1) // SHARDS)
+                        for shard in range(min(total, SHARDS))
+                    ],
+                )
                 children = _Children(workflow, inputs, placements, released, width)
                 self._children(cur, run_id, position, children, now)
             store._begin_wait(
@@ -191,26 +227,85 @@ class MapStore:
         if found is None:
             return
         parent, position, index = found["parent"], int(found["position"]), found["index"]
-        failed = 0 if to_state == State.SUCCESS else 1
-        # Only the map's own child matches: its index has the map's width and is below
-        # its total, and run ids are unique, so no other run can carry this id.
         cur.execute(
-            "UPDATE surestep_maps SET done = done + 1, failed = failed + ?"
-            " WHERE parent_id = ? AND position = ? AND width = ? AND total > ?"
-            " RETURNING total, released, done, failed, fail_fast, width",
-            (failed, parent, position, len(index), int(index)),
+            "SELECT total, concurrency, fail_fast, width, shards FROM surestep_maps"
+            " WHERE parent_id = ? AND position = ?",
+            (parent, position),
         )
         row = cur.fetchone()
-        if row is None:
+        # Only the map's own child matches: its index has the map's width and is below
+        # its total, and run ids are unique, so no other run can carry this id.
+        if row is None or row[3] != len(index) or row[0] <= int(index):
             return  # a plain child run (run_child), or an id of that shape
-        total, released, done, failures, fail_fast, width = row
-        # Only a child that held a place frees one: a held child that ends (an operator
-        # cancelled it) never ran. Once a fail-fast map has failed, nothing more starts.
-        frees = int(index) < released
-        if frees and released < total and not (fail_fast and failures):
-            self._release(cur, parent, position, (int(released), int(total), int(width)), now)
-        if done >= total or (fail_fast and failures):
-            self.store._wake(cur, parent, f"map:{position}", now)
+        total, concurrency, fail_fast, _, shards = row
+        end = _End(parent, position, int(index), to_state != State.SUCCESS, bool(fail_fast))
+        if not shards:  # a map created before schema 19: counted in its own row
+            self._count_in_map(cur, end, now)
+            return
+        cur.execute(
+            "UPDATE surestep_map_shards SET done = done + 1, failed = failed + ?"
+            " WHERE parent_id = ? AND position = ? AND shard = ? RETURNING done >= total",
+            (int(end.failed), parent, position, end.index % SHARDS),
+        )
+        shard_done = bool(cur.fetchone()[0])
+        over = end.failed and end.fail_fast and self._fail(cur, end)
+        if concurrency < total:
+            self._free(cur, end, now)
+        if shard_done:
+            cur.execute(
+                "UPDATE surestep_maps SET shards_done = shards_done + 1"
+                " WHERE parent_id = ? AND position = ? RETURNING shards_done >= shards",
+                (parent, position),
+            )
+            over = over or bool(cur.fetchone()[0])
+        if over:
+            self._wake(cur, parent, position, now)
+
+    def _fail(self, cur: Cursor, end: _End) -> bool:
+        """Count a failure of a fail-fast map; whether it is the first (the map is over)."""
+        cur.execute(
+            "UPDATE surestep_maps SET failed = failed + 1 WHERE parent_id = ? AND position = ?"
+            " RETURNING failed",
+            (end.parent, end.position),
+        )
+        return bool(cur.fetchone()[0] == 1)
+
+    def _free(self, cur: Cursor, end: _End, now: float) -> None:
+        """The place of a child that held one goes to the next held child (a held child
+        that ends never ran: it frees none). Once a fail-fast map has failed, nothing
+        more starts."""
+        cur.execute(
+            "SELECT total, released, failed, width FROM surestep_maps"
+            f" WHERE parent_id = ? AND position = ? {self.store.lock_for_update}",
+            (end.parent, end.position),
+        )
+        total, released, failures, width = cur.fetchone()
+        if end.index < released < total and not (end.fail_fast and failures):
+            self._release(cur, end.parent, end.position, (released, total, width), now)
+
+    def _count_in_map(self, cur: Cursor, end: _End, now: float) -> None:
+        """A child's end in a map counted in its own row (created before schema 19)."""
+        cur.execute(
+            "UPDATE surestep_maps SET done = done + 1, failed = failed + ?"
+            " WHERE parent_id = ? AND position = ?"
+            " RETURNING total, released, done, failed, width",
+            (int(end.failed), end.parent, end.position),
+        )
+        total, released, done, failures, width = cur.fetchone()
+        frees = end.index < released
+        if frees and released < total and not (end.fail_fast and failures):
+            self._release(cur, end.parent, end.position, (released, total, width), now)
+        if done >= total or (end.fail_fast and failures):
+            self._wake(cur, end.parent, end.position, now)
+
+    def _wake(self, cur: Cursor, parent: str, position: int, now: float) -> None:
+        """Wake the parent (once the map is over). Its row is locked only against its own
+        update (a concurrent park, which then sees the map over): the key-share locks of
+        other ends of the map stay compatible, so two last ends cannot deadlock."""
+        store = self.store
+        if store.lock_for_update:
+            cur.execute("SELECT 1 FROM surestep_runs WHERE id = ? FOR NO KEY UPDATE", (parent,))
+        store._wake(cur, parent, f"map:{position}", now, locked=True)
 
     def _release(
         self, cur: Cursor, parent: str, position: int, counts: tuple[int, int, int], now: float
@@ -235,12 +330,12 @@ class MapStore:
 
     def _ready(self, cur: Cursor, run_id: str, key: str) -> bool:
         cur.execute(
-            "SELECT total, done, failed, fail_fast FROM surestep_maps"
-            " WHERE parent_id = ? AND position = ?",
+            "SELECT CASE WHEN shards > 0 THEN shards_done >= shards ELSE done >= total END,"
+            " fail_fast AND failed > 0 FROM surestep_maps WHERE parent_id = ? AND position = ?",
             (run_id, int(key)),
         )
         row = cur.fetchone()
-        return row is not None and (row[1] >= row[0] or bool(row[3] and row[2]))
+        return row is not None and bool(row[0] or row[1])
 
     # -- the parent collects -----------------------------------------------------------
 
@@ -265,6 +360,10 @@ class MapStore:
         """Cancel the map's children that have not finished (after a fail-fast failure)."""
         reason = "another child of its map failed (fail_fast)"
         with self.store.transaction() as cur:
+            # The parent's row first, as a cancel of the parent: ends of the map's
+            # children (which key-share lock it) wait, rather than meet this
+            # transaction's locks on shard and map rows in the other order.
+            self.store._lock_run(cur, run_id)
             return self.store._cancel_children(
                 cur, run_id, actor, reason, now, prefix=f"{run_id}:{position}:"
             )
@@ -274,8 +373,15 @@ class MapStore:
         """The maps a run started, in position order (``surestep show``)."""
         with self.store.reading() as cur:
             cur.execute(
-                "SELECT position, workflow, total, done, failed, released, concurrency"
-                " FROM surestep_maps WHERE parent_id = ? ORDER BY position",
+                "SELECT m.position, m.workflow, m.total,"
+                " CASE WHEN m.shards > 0 THEN SUM(s.done) ELSE m.done END,"
+                " CASE WHEN m.shards > 0 THEN SUM(s.failed) ELSE m.failed END,"
+                " m.released, m.concurrency FROM surestep_maps m"
+                " LEFT JOIN surestep_map_shards s"
+                " ON s.parent_id = m.parent_id AND s.position = m.position"
+                " WHERE m.parent_id = ?"
+                " GROUP BY m.position, m.workflow, m.total, m.done, m.failed, m.released,"
+                " m.concurrency, m.shards ORDER BY m.position",
                 (run_id,),
             )
             return [MapProgress(*row) for row in cur.fetchall()]

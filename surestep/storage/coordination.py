@@ -8,6 +8,11 @@ Wake-ups are race-free by lock order: whoever makes a run ready (an event sent, 
 finished) locks the waiting run's row first, and a run that goes to ``waiting`` checks
 what it waits for only after updating (locking) its own row. Whichever commits second
 sees the other.
+
+A child's end locks its parent's row before its own, as a cancel of the parent does
+(parent, then children). A map's child takes only a key-share lock there: ends of one
+map's children do not wait for each other's commits, and a cancel of the parent (a
+``FOR UPDATE``) still waits for them, and they for it (see surestep.flow.store).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ _COMPENSABLE = (
 #: composed beside the run store (review tasks) keep their rows in step through it.
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
 #: The end of a map's child's id after its parent's (``:<position>:<index>``). Such a
-#: child wakes its parent through its map's row (surestep.flow.store), once, after the
+#: child wakes its parent through its map's counts (surestep.flow.store), once, after the
 #: last child: its own end does not look at its parent's waits. (``finish`` still locks
-#: the parent's row first, keeping the parent-then-child lock order cancels rely on.)
+#: the parent's row first, keeping the parent-then-child lock order cancels rely on, but
+#: in key-share mode.)
 _MAP_CHILD = re.compile(r"^:\d+:\d+$")
 #: Whether what a run waits for (``"<kind>:<key>"``, given the run id and the key) has
 #: happened, for kinds of wait that features add (a map's children all finished).
@@ -73,14 +79,15 @@ class CoordinationStore(SQLStore):
         """Move a run this worker holds out of running, and give up its lease."""
         check_run_transition(State.RUNNING, to_state)
         with self.unsynced() as cur:
+            map_child = parent_id is not None and bool(_MAP_CHILD.match(run_id[len(parent_id) :]))
             if parent_id is not None and to_state in TERMINAL:
-                self._lock_run(cur, parent_id)  # before our own row: see the module's note
+                self._lock_run(cur, parent_id, share=map_child)  # see the module's note
             cur.execute(
                 "UPDATE surestep_runs SET state = ?, output = ?, error = ?, available_at = ?,"
                 " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,"
                 " waiting_for = ?, compensating = CASE WHEN ? THEN NULL ELSE compensating END,"
                 " compensating_error = CASE WHEN ? THEN NULL ELSE compensating_error END"
-                " WHERE id = ? AND lease_token = ? AND state = 'running'",
+                " WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING queue",
                 (
                     to_state,
                     output,
@@ -94,7 +101,8 @@ class CoordinationStore(SQLStore):
                     token,
                 ),
             )
-            if cur.rowcount != 1:
+            held = cur.fetchone()
+            if held is None:
                 raise LeaseLostError(f"run {run_id!r} is no longer held by {worker}")
             cur.execute(
                 EVENT_INSERT,
@@ -112,8 +120,10 @@ class CoordinationStore(SQLStore):
                 to_state = State.PENDING
             if to_state in (State.WAITING, State.PENDING):
                 self._notify(cur)
+            elif held[0] is not None:
+                self._notify_queue(cur, held[0], now)
             if to_state in TERMINAL:
-                if parent_id is not None and not _MAP_CHILD.match(run_id[len(parent_id) :]):
+                if parent_id is not None and not map_child:
                     self._wake(cur, parent_id, f"child:{run_id}", now)
                 if to_state != State.SUCCESS:
                     self._cancel_children(cur, run_id, worker, f"parent run {to_state}", now)
@@ -395,7 +405,7 @@ class CoordinationStore(SQLStore):
             (to_state, available_at, now, error, compensating, compensating, error, run_id),
         )
         cur.execute(EVENT_INSERT, (run_id, None, None, state, to_state, now, actor, why, None))
-        if to_state == State.PENDING:
+        if to_state == State.PENDING or state == State.RUNNING:  # (a queue's place freed)
             self._notify(cur)
         for listener in self.end_listeners:
             listener(cur, run_id, to_state, final, actor, reason, now)
@@ -553,5 +563,19 @@ class CoordinationStore(SQLStore):
         )
         self._notify(cur)
 
-    def _lock_run(self, cur: Cursor, run_id: str) -> None:
-        cur.execute(f"SELECT 1 FROM surestep_runs WHERE id = ? {self.lock_for_update}", (run_id,))
+    def _notify_queue(self, cur: Cursor, queue: str, now: float) -> None:
+        """A run of ``queue`` left running, freeing a place: wake idle workers (held back
+        by the queue's limit, they would wait for their next poll), if runs of the queue
+        are due. Not otherwise: PostgreSQL serialises the commits that NOTIFY."""
+        if self.notify_sql is not None:
+            cur.execute(
+                f"{self.notify_sql} WHERE EXISTS (SELECT 1 FROM surestep_runs WHERE queue = ?"
+                " AND state IN ('pending', 'waiting') AND available_at <= ?)",
+                (queue, now),
+            )
+
+    def _lock_run(self, cur: Cursor, run_id: str, *, share: bool = False) -> None:
+        # Key share: blocks only FOR UPDATE (a cancel), not other sharers nor an update
+        # of the row's other columns. (A dialect without row locks has neither.)
+        lock = (self.lock_for_update and "FOR KEY SHARE") if share else self.lock_for_update
+        cur.execute(f"SELECT 1 FROM surestep_runs WHERE id = ? {lock}", (run_id,))

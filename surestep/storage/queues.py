@@ -157,7 +157,7 @@ class QueueStore:
         if limit <= 0 or not workflows:
             return QueueClaim([], False)
         store = self.store
-        with store.transaction() as cur:
+        with store.unsynced() as cur:  # a claim: see SQLStore.unsynced
             cur.execute(
                 "SELECT concurrency, per_key_concurrency, rate_per_second, tokens, refilled_at"
                 f" FROM surestep_queues WHERE name = ? {store.lock_for_update}",
@@ -170,24 +170,28 @@ class QueueStore:
             concurrency, cap, rate, tokens, refilled_at = row
             running = _running_by_key(cur, queue)
             free = min(limit, concurrency - sum(running.values()))
-            retry_at = None
-            if rate is not None:
-                tokens = min(_burst(rate), tokens + max(0.0, now - refilled_at) * rate)
-                if tokens < 1:
-                    retry_at = now + (1 - tokens) / rate
-                free = min(free, int(tokens))
+            bucket = None if rate is None else _Bucket(rate, tokens, refilled_at, now)
+            if bucket is not None and bucket.allows() < free:
+                free = bucket.allows()
+                if free <= 0:
+                    return QueueClaim([], True, bucket.next_start(0))
             if free <= 0:
-                return QueueClaim([], True, retry_at)
+                return QueueClaim([], True)
             rows, skipped = self._candidates(cur, queue, workflows, free, cap, running, now)
             rows = self._confirm(cur, rows, now)
-            if rate is not None:
+            if bucket is not None:
                 cur.execute(
                     "UPDATE surestep_queues SET tokens = ?, refilled_at = ? WHERE name = ?",
-                    (tokens - len(rows), now, queue),
+                    (bucket.tokens - len(rows), bucket.at, queue),
                 )
             runs = store._lease(cur, rows, worker, now, lease_seconds)
         blocked = skipped or (len(rows) == free and free < limit)
-        return QueueClaim(runs, blocked, retry_at if len(rows) == free else None)
+        # Held back by the rate: when the next start is allowed, so an idle worker wakes
+        # for it (a run ending wakes it anyway; a poll may be a second away).
+        retry_at = None
+        if bucket is not None and free == bucket.allows() and len(rows) == free:
+            retry_at = bucket.next_start(len(rows))
+        return QueueClaim(runs, blocked, retry_at)
 
     def _candidates(
         self,
@@ -285,6 +289,30 @@ class QueueStore:
                     )
                 )
         return found
+
+
+class _Bucket:
+    """A rate-limited queue's token bucket as of ``now``: refilled at ``rate`` tokens a
+    second since ``refilled_at``, up to a second's worth (:func:`_burst`); a start
+    spends one. So in any interval of T seconds at most ``burst + rate * T`` runs of the
+    queue start, whatever the number of workers (claims of a queue are serialised)."""
+
+    def __init__(self, rate: float, tokens: float, refilled_at: float, now: float) -> None:
+        self.rate = rate
+        # Workers' clocks differ a little (each is corrected to the database's with an
+        # error of half a round trip): a claim stamped before the last one refills
+        # nothing, and does not move the refill time back (which would count that
+        # interval twice).
+        self.at = max(now, refilled_at)
+        self.tokens = min(_burst(rate), tokens + (self.at - refilled_at) * rate)
+
+    def allows(self) -> int:
+        """How many runs may start now."""
+        return max(0, int(self.tokens))
+
+    def next_start(self, spent: int) -> float:
+        """When the next start is allowed, after ``spent`` starts now."""
+        return self.at + max(0.0, 1 - (self.tokens - spent)) / self.rate
 
 
 def _running_by_key(cur: Cursor, queue: str) -> dict[str | None, int]:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -133,3 +133,16 @@ def most_running_at_once(rows: Iterable[tuple[int, str | None, str]]) -> int:
         now += delta
         peak = max(peak, now)
     return peak
+
+
+def starts_over_rate(times: Sequence[float], rate: float, burst: float, skew: float) -> float:
+    """How far the starts at ``times`` (in the order they happened) go beyond a token
+    bucket's allowance: in any interval of T seconds, ``burst + rate * T`` starts. 0 or
+    less when the allowance held. ``skew``: how far two processes' clocks may differ
+    (each is corrected to the database's with an error of half a round trip)."""
+    worst = float("-inf")
+    for i, first in enumerate(times):
+        for j in range(i, len(times)):
+            span = max(0.0, times[j] - first + skew)
+            worst = max(worst, (j - i + 1) - (burst + rate * span))
+    return worst

@@ -70,3 +70,42 @@ def test_a_queue_limit_held_across_three_workers_with_kills(db_url: str, tmp_pat
             if worker.proc.poll() is None:
                 worker.kill()
         app.close()
+
+
+@pytest.mark.slow
+def test_a_rate_shared_by_three_workers_is_never_exceeded(db_url: str, tmp_path: Path) -> None:
+    """Three worker processes claim a rate-limited queue's runs: in no interval of the
+    event log do more start than the token bucket allows (a second's worth, then RATE a
+    second), whichever worker made the claims."""
+    app = queue_app.build(db_url)
+    workers: list[processes.WorkerProcess] = []
+    runs = 100
+    try:
+        for n in range(runs):
+            app.start("tick", n)
+        argv = [sys.executable, str(QUEUE_APP), db_url]
+        for n in range(3):
+            workers.append(processes.WorkerProcess(argv, tmp_path, tmp_path / f"w{n}.err"))
+
+        def done() -> int:
+            return sum(r.state == "success" for r in app.list_runs(workflow="tick", limit=runs))
+
+        workers[0].wait_until(lambda: done() == runs, f"{runs} ticks done", timeout=90)
+        with app.store.reading() as cur:
+            cur.execute(
+                "SELECT e.at, e.actor FROM surestep_events e"
+                " JOIN surestep_runs r ON r.id = e.run_id WHERE r.workflow = 'tick'"
+                " AND e.position IS NULL AND e.to_state = 'running' ORDER BY e.id"
+            )
+            claims = cur.fetchall()
+        times = [float(at) for at, _ in claims]
+        rate, burst = queue_app.RATE, queue_app.RATE
+        assert processes.starts_over_rate(times, rate, burst, skew=0.02) <= 1e-9
+        assert len({actor for _, actor in claims}) >= 2  # the workers shared the rate
+        for worker in workers:
+            assert worker.stop() == 0
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.kill()
+        app.close()

@@ -71,6 +71,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         16: "surestep_schedules",
         17: "surestep_queues",
         18: "surestep_console_sessions",
+        19: "surestep_map_shards",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
