@@ -161,15 +161,22 @@ def fsync_cost(url: str, n: int = 500) -> float | None:
 
 def raw_commit_cost(url: str, n: int = 2000) -> float:
     """Median seconds of one INSERT+COMMIT on one psycopg connection."""
-    with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
-        conn.commit()
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.execute("INSERT INTO raw (v) VALUES (%s)", ("x" * 32,))
+    schema = f"bench_{os.getpid()}_raw"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        with psycopg.connect(schema_url(url, schema, f"{APP_NAME}-raw")) as conn:
+            conn.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
             conn.commit()
-            times.append(time.perf_counter() - t0)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                conn.execute("INSERT INTO raw (v) VALUES (%s)", ("x" * 32,))
+                conn.commit()
+                times.append(time.perf_counter() - t0)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
     return statistics.median(times)
 
 
