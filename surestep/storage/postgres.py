@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import surestep.storage.postgres_ends as ends
 from surestep.errors import (
     ConfigurationError,
     CorruptRecordError,
@@ -22,7 +23,6 @@ from surestep.errors import (
     StorageError,
 )
 from surestep.states import State, check_run_transition, check_step_transition
-from surestep.storage import postgres_ends as ends
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import check_recorded, pending
