@@ -1,24 +1,33 @@
-"""W workflows of K no-op steps on PostgreSQL, with 1, 2 and 4 worker processes:
-throughput, per-step latency, commit cost, and how CPU splits between workers and server.
+"""W workflows of K no-op steps on PostgreSQL: throughput by worker concurrency and by
+number of worker processes, per-step latency, commit cost, and the CPU each step costs
+the workers and the server.
 
     python benchmarks/engine_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
                                          [--workflows 1000] [--steps 10] [--rounds 3]
+                                         [--concurrencies 1,4,16,64]
                                          [--processes 1,2,4] [--concurrency 8]
+                                         [--against /path/to/another/checkout]
                                          [--metrics] [--tracing]
 
-For each process count the W runs are started from this process into a fresh schema
-(``bench_<n>``, dropped afterwards); then N worker processes (this script with
-``--worker``) are launched and the clock starts once all of them have opened the
-database, so interpreter start-up is not counted. The clock stops when the last run has
-succeeded (polled every 50 ms). CPU is read from /proc before and after: the worker
-processes, and the PostgreSQL processes (the backends serving this benchmark plus the
-server's background processes; other clients' backends are left out), so the server
-must run on this machine. With ``--metrics`` and/or ``--tracing`` it measures instead
-what they add per step, with one worker process: rounds with them off, with per-process
-metrics (``WorkerMetrics``) and with tracing through the OpenTelemetry SDK (every span
-made and ended, exported nowhere). Rounds are interleaved across process counts and the median
-round (by wall time) is printed whole. The machine is shared and noisy, so compare
-ratios from one run.
+Two sets of measurements: one worker process at each of ``--concurrencies``, and each
+of ``--processes`` worker processes at ``--concurrency``. For each, the W runs are started
+into a fresh schema (dropped afterwards) by a short-lived process; then the worker
+processes (this script with ``--worker``) are launched and the clock starts once all of
+them have opened the database, so interpreter start-up is not counted. The clock stops
+when the last run has succeeded (polled every 50 ms).
+
+CPU is read from /proc before and after (so the server must run on this machine): the
+worker processes, and the PostgreSQL backends serving them, told apart by an
+``application_name`` of each round's own; other clients' backends, other clusters and
+the cluster's background processes (reported beside) are left out.
+
+``--against DIR`` measures a second surestep, importing it from DIR (a git worktree of
+another commit: ``git worktree add /tmp/base <commit>``), in the same rounds, and prints
+the ratios: the machine is shared and noisy, so compare only figures from one run.
+With ``--metrics`` and/or ``--tracing`` it measures instead what they add per step, with
+one worker process: rounds with them off, with per-process metrics (``WorkerMetrics``)
+and with tracing through the OpenTelemetry SDK (every span made and ended, exported
+nowhere). Rounds are interleaved and the median round (by wall time) is printed whole.
 """
 
 from __future__ import annotations
@@ -26,39 +35,54 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import psycopg
+from pg_accounting import CpuSample, server_counters  # benchmarks/pg_accounting.py
 from workload import add_noop_workflow  # benchmarks/workload.py
-
-from surestep import App
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 APP_NAME = "surestep-bench"
-DBOS_STEPS_PER_S = 225  # DBOS Transact 3.4 on the same PostgreSQL, measured separately
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
+#: How the peers were measured (not in this run): see README.md's Performance section.
+PEERS = "DBOS Transact 3.4 did ~225 no-op steps/s on the same kind of machine (README.md)"
 
 
-def make_app(url: str) -> App:
+@dataclass(frozen=True)
+class Config:
+    """One measured set-up: ``processes`` worker processes of ``concurrency`` each,
+    running the surestep found in ``library`` (None: the one this script imports)."""
+
+    processes: int
+    concurrency: int
+    library: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.processes}x{self.concurrency}"
+
+
+def make_app(url: str) -> Any:
+    from surestep import App  # the worker's own surestep (see --against)
+
     app = App(url)
     add_noop_workflow(app)
     return app
 
 
-def schema_url(url: str, schema: str) -> str:
+def schema_url(url: str, schema: str, application: str) -> str:
     options = quote(f"-csearch_path={schema}")
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={options}&application_name={APP_NAME}"
+    return f"{url}{sep}options={options}&application_name={application}"
 
 
 # -- the worker process -------------------------------------------------------------
@@ -107,105 +131,6 @@ def worker_main(url: str, concurrency: int, out: Path, observe: str = "off") -> 
     app.close()
 
 
-# -- CPU accounting -----------------------------------------------------------------
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of a process, in clock ticks; None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
-def postgres_pids() -> list[int]:
-    uid = pwd.getpwnam("postgres").pw_uid
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def machine_ticks() -> tuple[int, int, int, int]:
-    """(busy, softirq, iowait, total) clock ticks over all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
-    busy = user + nice + system + irq + softirq + steal
-    return busy, softirq, iowait, busy + idle + iowait
-
-
-def foreign_backends(conn: psycopg.Connection[Any]) -> set[int]:
-    """Backends of other clients (other engineers' tests), to leave out of the sum."""
-    rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-        " AND application_name IS DISTINCT FROM %s",
-        (APP_NAME,),
-    ).fetchall()
-    return {row[0] for row in rows}
-
-
-def server_counters(conn: psycopg.Connection[Any]) -> tuple[int, int, int]:
-    """(WAL fsyncs, WAL bytes, commits in this database) since the last stats reset.
-
-    Backends publish their counters up to a second late, but at once when they exit;
-    so this is read only once the benchmark's other backends have gone.
-    """
-    deadline = time.perf_counter() + 10
-    while time.perf_counter() < deadline:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND pid <> pg_backend_pid()",
-            (APP_NAME,),
-        ).fetchone()
-        if row is not None and row[0] == 0:
-            break
-        time.sleep(0.05)
-    row = conn.execute(
-        "SELECT wal_sync, wal_bytes, (SELECT xact_commit FROM pg_stat_database"
-        " WHERE datname = current_database()) FROM pg_stat_wal"
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
-
-
-class CpuSample:
-    def __init__(self, workers: list[int], conn: psycopg.Connection[Any]) -> None:
-        self.at = time.perf_counter()
-        self.workers = {pid: cpu_ticks(pid) or 0 for pid in workers}
-        foreign = foreign_backends(conn)
-        self.others = len(foreign)
-        self.postgres = {
-            pid: ticks
-            for pid in postgres_pids()
-            if pid not in foreign and (ticks := cpu_ticks(pid)) is not None
-        }
-        self.machine = machine_ticks()
-
-    def since(self, before: CpuSample) -> dict[str, float]:
-        def delta(now: dict[int, int], then: dict[int, int]) -> float:
-            # A backend started after `before` (a worker's connection) counts from zero.
-            return sum(t - then.get(pid, 0) for pid, t in now.items()) / CLOCK_TICKS
-
-        busy, softirq, iowait, total = (
-            a - b for a, b in zip(self.machine, before.machine, strict=True)
-        )
-        return {
-            "worker_cpu": delta(self.workers, before.workers),
-            "postgres_cpu": delta(self.postgres, before.postgres),
-            "machine_busy": busy / total,
-            # mostly the loopback TCP traffic between workers and server
-            "machine_softirq": softirq / total,
-            "machine_iowait": iowait / total,
-            "other_clients": max(self.others, before.others),
-        }
-
-
 # -- one round ----------------------------------------------------------------------
 
 
@@ -236,31 +161,61 @@ def fsync_cost(url: str, n: int = 500) -> float | None:
 
 def raw_commit_cost(url: str, n: int = 2000) -> float:
     """Median seconds of one INSERT+COMMIT on one psycopg connection."""
-    with psycopg.connect(url) as conn:
-        conn.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
-        conn.commit()
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.execute("INSERT INTO raw (v) VALUES (%s)", ("x" * 32,))
+    schema = f"bench_{os.getpid()}_raw"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        with psycopg.connect(schema_url(url, schema, f"{APP_NAME}-raw")) as conn:
+            conn.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
             conn.commit()
-            times.append(time.perf_counter() - t0)
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                conn.execute("INSERT INTO raw (v) VALUES (%s)", ("x" * 32,))
+                conn.commit()
+                times.append(time.perf_counter() - t0)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
     return statistics.median(times)
 
 
+def environment(library: str | None) -> dict[str, str]:
+    """The environment of a process that imports surestep from ``library``."""
+    env = dict(os.environ)
+    if library is not None:
+        env["PYTHONPATH"] = library
+    return env
+
+
+def seed(url: str, workflows: int, steps: int, library: str | None) -> None:
+    """Start the runs, from a process importing the same surestep as the workers."""
+    command = [sys.executable, __file__, "--seed", "--url", url]
+    command += ["--workflows", str(workflows), "--steps", str(steps)]
+    subprocess.run(command, env=environment(library), check=True)
+
+
+def seed_main(url: str, workflows: int, steps: int) -> None:
+    app = make_app(url)
+    for _ in range(workflows):
+        app.start("bench", steps)
+    app.close()
+
+
 def launch_workers(
-    url: str, n: int, concurrency: int, folder: Path, observe: str = "off"
+    url: str, config: Config, folder: Path, observe: str = "off"
 ) -> list[subprocess.Popen[str]]:
     command = [sys.executable, __file__, "--worker", "--observe", observe, "--url", url]
-    command.append("--concurrency")
+    command += ["--concurrency", str(config.concurrency)]
     procs = [
         subprocess.Popen(
-            [*command, str(concurrency), "--out", str(folder / f"lat{i}.json")],
+            [*command, "--out", str(folder / f"lat{i}.json")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=environment(config.library),
         )
-        for i in range(n)
+        for i in range(config.processes)
     ]
     for proc in procs:
         assert proc.stdout is not None
@@ -294,30 +249,32 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
 
 
 def measure(
-    args: argparse.Namespace, url: str, n: int, folder: Path, observe: str = "off"
+    args: argparse.Namespace, schema: str, config: Config, folder: Path, observe: str = "off"
 ) -> dict[str, Any]:
     """Start the runs, launch the workers, time them, and read the counters around it."""
-    app = make_app(url)
-    for _ in range(args.workflows):
-        app.start("bench", args.steps)
-    app.close()
-    with psycopg.connect(url, autocommit=True) as conn:
-        server0 = server_counters(conn)
+    application = f"{APP_NAME}-{schema}"
+    url = schema_url(args.url, schema, application)
+    seed(url, args.workflows, args.steps, config.library)
+    # The harness's own connection (polling for the end) is not one of the workers'.
+    harness = schema_url(args.url, schema, f"{APP_NAME}-harness")
+    with psycopg.connect(harness, autocommit=True) as conn:
+        server0 = server_counters(conn, application)
         launched = time.perf_counter()
-        procs = launch_workers(url, n, args.concurrency, folder, observe)
+        procs = launch_workers(url, config, folder, observe)
         ready = time.perf_counter() - launched
         try:
-            cpu0 = CpuSample([p.pid for p in procs], conn)
+            pids = [p.pid for p in procs]
+            cpu0 = CpuSample(pids, conn, application)
             for proc in procs:
                 assert proc.stdin is not None
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             wait_for(conn, args.workflows, timeout=300)
-            cpu1 = CpuSample([p.pid for p in procs], conn)
+            cpu1 = CpuSample(pids, conn, application)
         finally:
             stop_workers(procs)
-        server1 = server_counters(conn)
-    files = [folder / f"lat{i}.json" for i in range(n)]
+        server1 = server_counters(conn, application)
+    files = [folder / f"lat{i}.json" for i in range(config.processes)]
     latencies = sorted(x for f in files for x in json.loads(f.read_text()))
     fsyncs, wal_bytes, commits = (b - a for a, b in zip(server0, server1, strict=True))
     return {
@@ -325,7 +282,6 @@ def measure(
         "startup": ready,
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[int(len(latencies) * 0.95)],
-        "raw": raw_commit_cost(url),
         "fsyncs": fsyncs,
         "wal_bytes": wal_bytes,
         "commits": commits,
@@ -334,21 +290,58 @@ def measure(
 
 
 def one_round(
-    args: argparse.Namespace, n: int, folder: Path, observe: str = "off"
+    args: argparse.Namespace, config: Config, folder: Path, observe: str = "off"
 ) -> dict[str, Any]:
-    """One measurement with ``n`` worker processes, in a schema of its own."""
-    schema = f"bench_{n}"
+    """One measurement of ``config``, in a schema of its own."""
+    schema = f"bench_{os.getpid()}_{config.processes}_{config.concurrency}"
     with psycopg.connect(args.url, autocommit=True) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
-        return measure(args, schema_url(args.url, schema), n, folder, observe)
+        return measure(args, schema, config, folder, observe)
+    except psycopg.OperationalError as exc:
+        raise SystemExit(
+            f"the PostgreSQL connection failed mid-measurement ({exc}); is something "
+            f"restarting the server? Run again when it is quiet"
+        ) from None
     finally:
         with psycopg.connect(args.url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def run_rounds(args: argparse.Namespace, configs: list[Config]) -> dict[Config, dict[str, Any]]:
+    """Every config once per round, interleaved (the order of the two libraries
+    alternating), so that a noisy minute on the shared machine hurts them all; the
+    median round of each by wall time, whole, so that its CPU shares add up."""
+    rounds: dict[Config, list[dict[str, Any]]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for number in range(args.rounds):
+            for config in configs if number % 2 == 0 else _swap_pairs(configs):
+                rounds[config].append(one_round(args, config, Path(tmp)))
+    results = {}
+    for config, rs in rounds.items():
+        rs.sort(key=lambda r: r["elapsed"])
+        results[config] = {**rs[len(rs) // 2], "rounds": [r["elapsed"] for r in rs]}
+    return results
+
+
+def _swap_pairs(configs: list[Config]) -> list[Config]:
+    """The same configs with each one measured against the other library moved ahead."""
+    out = list(configs)
+    for i, config in enumerate(out):
+        if config.library is not None and i > 0 and out[i - 1].library is None:
+            out[i - 1], out[i] = config, out[i - 1]
+    return out
+
+
 # -- report -------------------------------------------------------------------------
+
+
+def per_step(args: argparse.Namespace, m: dict[str, Any]) -> dict[str, float]:
+    """Steps/s, and the µs of CPU per step of the workers, their backends and both."""
+    total = args.workflows * args.steps
+    worker, server = m["worker_cpu"] / total * 1e6, m["postgres_cpu"] / total * 1e6
+    return {"rate": total / m["elapsed"], "worker": worker, "server": server}
 
 
 def bottleneck(m: dict[str, Any], n: int, fsync: float | None) -> str:
@@ -372,89 +365,92 @@ def bottleneck(m: dict[str, Any], n: int, fsync: float | None) -> str:
     return f"{verdict} [{', '.join(limits)}]"
 
 
-def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
+def report_table(
+    args: argparse.Namespace, title: str, results: dict[Config, dict[str, Any]]
+) -> None:
+    """One line per config: throughput, CPU per step, latency, commits."""
     total = args.workflows * args.steps
-    rate = total / m["elapsed"]
+    print(title)
+    print(
+        "  set-up   steps/s   worker us/step  server us/step  sum   p50 ms  p95 ms"
+        "  commits/step  rounds (steps/s)"
+    )
+    for config, m in results.items():
+        f = per_step(args, m)
+        rounds = ", ".join(f"{total / e:,.0f}" for e in m["rounds"])
+        print(
+            f"  {config.label:7} {f['rate']:8,.0f}   {f['worker']:14.0f}  {f['server']:14.0f}"
+            f"  {f['worker'] + f['server']:4.0f}  {m['p50'] * 1e3:6.2f}  {m['p95'] * 1e3:6.2f}"
+            f"  {m['commits'] / total:12.2f}  {rounds}"
+        )
+
+
+def report_one(args: argparse.Namespace, config: Config, m: dict[str, Any]) -> None:
+    """The whole story of one config's median round: where the CPU and the time went."""
+    total = args.workflows * args.steps
     cap = CORES * m["elapsed"]
     softirq = m["machine_softirq"]
-    other = max(0.0, m["machine_busy"] - softirq - (m["worker_cpu"] + m["postgres_cpu"]) / cap)
-    print(f"-- {n} worker process{'es' if n > 1 else ''}")
+    ours = (m["worker_cpu"] + m["postgres_cpu"] + m["background_cpu"]) / cap
+    other = max(0.0, m["machine_busy"] - softirq - ours)
+    print(f"-- {config.label}: {config.processes} worker process(es) x {config.concurrency}")
     print(
-        f"steps/s               {rate:,.0f} ({m['elapsed']:.2f} s wall; rounds "
-        f"{', '.join(f'{total / e:,.0f}' for e in m['rounds'])}); the workers took "
-        f"{m['startup']:.2f} s to start, before the clock"
+        f"  steps/s {total / m['elapsed']:,.0f} ({m['elapsed']:.2f} s wall, the workers took "
+        f"{m['startup']:.2f} s to start before the clock); per-step overhead "
+        f"{m['elapsed'] / total * 1e3:.3f} ms (wall per step, with each run's claim and finish)"
     )
     print(
-        f"per-step overhead     {m['elapsed'] / total * 1e3:.3f} ms (wall per step, whole "
-        f"system; includes each run's claim and finish)"
-    )
-    print(
-        f"step latency          p50 {m['p50'] * 1e3:.3f} ms, p95 {m['p95'] * 1e3:.3f} ms "
-        f"(inside a worker: step call to checkpoint committed)"
-    )
-    print(f"raw INSERT+COMMIT     {m['raw'] * 1e3:.3f} ms (same server, one connection)")
-    if args.fsync is not None:
-        print(f"raw fdatasync         {args.fsync * 1e3:.3f} ms (8 KiB, the WAL's filesystem)")
-    print(
-        f"CPU                   workers {m['worker_cpu']:.2f} s = {m['worker_cpu'] / cap:.0%}"
-        f" of {CORES} cores x wall, postgres {m['postgres_cpu']:.2f} s = "
-        f"{m['postgres_cpu'] / cap:.0%}, network softirq {softirq:.0%}, other processes "
+        f"  CPU: workers {m['worker_cpu'] / cap:.0%} of {CORES} cores x wall, their backends "
+        f"{m['postgres_cpu'] / cap:.0%}, the cluster's background processes "
+        f"{m['background_cpu'] / cap:.0%}, network softirq {softirq:.0%}, other processes "
         f"{other:.0%} ({m['other_clients']:.0f} other clients connected); iowait "
         f"{m['machine_iowait']:.0%}"
     )
     print(
-        f"CPU per step          workers {m['worker_cpu'] / total * 1e6:.0f} us, postgres "
-        f"{m['postgres_cpu'] / total * 1e6:.0f} us"
+        f"  WAL: {m['fsyncs'] / total:.2f} fsyncs/step ({m['fsyncs'] / m['elapsed']:,.0f}/s), "
+        f"{m['wal_bytes'] / total / 1024:.1f} KiB/step (server-wide)"
     )
-    print(
-        f"commits, WAL          {m['commits'] / total:.2f} commits/step, "
-        f"{m['fsyncs'] / total:.2f} WAL fsyncs/step ({m['fsyncs'] / m['elapsed']:,.0f}/s), "
-        f"{m['wal_bytes'] / total / 1024:.1f} KiB WAL/step (server-wide; read-only commits count)"
-    )
-    print(f"bottleneck            {bottleneck(m, n, args.fsync)}")
-    print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s)  {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
+    print(f"  bottleneck: {bottleneck(m, config.processes, args.fsync)}")
 
 
-def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None:
-    total = args.workflows * args.steps
+def report(args: argparse.Namespace, results: dict[Config, dict[str, Any]]) -> None:
     print(
-        f"workload              {args.workflows} workflows x {args.steps} no-op steps, "
-        f"PostgreSQL {args.server} (fsync on, synchronous_commit {args.sync_commit}), "
-        f"median of {args.rounds} rounds"
+        f"workload   {args.workflows} workflows x {args.steps} no-op steps, PostgreSQL "
+        f"{args.server} (fsync on, synchronous_commit {args.sync_commit}), median of "
+        f"{args.rounds} rounds by wall time; {CORES} cores shared with the server"
     )
+    raw = f"raw INSERT+COMMIT {args.raw * 1e3:.3f} ms (one connection)"
+    flush = "" if args.fsync is None else f", fdatasync {args.fsync * 1e3:.3f} ms (8 KiB, WAL fs)"
+    print(f"server     {raw}{flush}")
     print(
-        f"workers               N processes x concurrency {args.concurrency} (threads per "
-        f"process; pool_size 8, the default), {CORES} cores shared with the server"
+        "set-up     processes x concurrency (threads per process); pool_size 8 (the "
+        "default); server us/step = the backends serving the workers only"
     )
-    for n, m in results.items():
-        report_one(args, n, m)
-    print("--")
-    rates = {n: total / m["elapsed"] for n, m in results.items()}
-    counts = sorted(rates)
-    first, last = counts[0], counts[-1]
-    grows = rates[last] > rates[first] * 1.1
-    print(
-        f"scaling               steps/s by processes "
-        f"{', '.join(f'{n}: {rates[n]:,.0f}' for n in counts)}; "
-        f"{'grows' if grows else 'does not grow'} from {first} to {last} "
-        f"({rates[last] / rates[first]:.2f}x)"
-    )
-    # CPU per step, the loopback network's softirq included: what 2 cores can carry.
-    per_step = {
-        n: (m["worker_cpu"] + m["postgres_cpu"]) / total
-        + m["machine_softirq"] * CORES * m["elapsed"] / total
-        for n, m in results.items()
-    }
-    print(
-        f"CPU ceiling           {CORES} cores / CPU per step = "
-        f"{', '.join(f'{n}: {CORES / per_step[n]:,.0f}' for n in counts)} steps/s "
-        f"({', '.join(f'{per_step[n] * 1e6:.0f}' for n in counts)} us of CPU per step)"
-    )
-    best = max(rates.values())
-    print(
-        f"best vs DBOS 3.4      {best / DBOS_STEPS_PER_S:.1f}x "
-        f"({'meets' if best >= 5 * DBOS_STEPS_PER_S else 'misses'} the >= 5x target)"
-    )
+    libraries = [None] if args.against is None else [None, args.against]
+    for library in libraries:
+        mine = {c: m for c, m in results.items() if c.library == library}
+        name = "this tree" if library is None else library
+        report_table(args, f"-- surestep from {name}", mine)
+    for config, m in results.items():
+        if config.library is None:
+            report_one(args, config, m)
+    if args.against is not None:
+        report_against(args, results)
+    print(f"-- peers: {PEERS}")
+
+
+def report_against(args: argparse.Namespace, results: dict[Config, dict[str, Any]]) -> None:
+    print(f"-- this tree / {args.against}, same rounds")
+    for config, m in results.items():
+        if config.library is not None:
+            continue
+        base = results[Config(config.processes, config.concurrency, args.against)]
+        f, b = per_step(args, m), per_step(args, base)
+        print(
+            f"  {config.label:7} steps/s {f['rate']:,.0f} / {b['rate']:,.0f} = "
+            f"{f['rate'] / b['rate']:.2f}x; CPU us/step worker {f['worker']:.0f} / "
+            f"{b['worker']:.0f}, server {f['server']:.0f} / {b['server']:.0f}, sum "
+            f"{f['worker'] + f['server']:.0f} / {b['worker'] + b['server']:.0f}"
+        )
 
 
 def server_settings(url: str) -> tuple[str, str]:
@@ -465,57 +461,57 @@ def server_settings(url: str) -> tuple[str, str]:
     return str(version[0]).split()[0], str(sync[0])
 
 
+def configs_of(args: argparse.Namespace) -> list[Config]:
+    shapes = [(1, int(c)) for c in args.concurrencies.split(",") if c]
+    shapes += [(int(n), args.concurrency) for n in args.processes.split(",") if n]
+    unique = list(dict.fromkeys(shapes))
+    libraries = [None] if args.against is None else [None, args.against]
+    return [Config(n, c, library) for n, c in unique for library in libraries]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--concurrencies", default="1,4,16,64", help="of one worker process")
     parser.add_argument("--processes", default="1,2,4")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=8, help="of each of --processes")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--against", help="another checkout's directory, to compare with")
     parser.add_argument("--metrics", action="store_true", help="also measure with metrics on")
     parser.add_argument("--tracing", action="store_true", help="also measure with tracing on")
     parser.add_argument("--observe", default="off", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(args.url, args.concurrency, args.out, args.observe)
         return
+    if args.seed:
+        seed_main(args.url, args.workflows, args.steps)
+        return
+    if args.against is not None:
+        args.against = str(Path(args.against).resolve())
     if args.metrics or args.tracing:
         observe_cost(args)
         return
     args.server, args.sync_commit = server_settings(args.url)
     args.fsync = fsync_cost(args.url)
-    counts = [int(p) for p in args.processes.split(",")]
-    rounds: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
-    with tempfile.TemporaryDirectory() as tmp:
-        # Interleaved, so that a noisy minute on the shared machine hurts every count.
-        for _ in range(args.rounds):
-            for n in counts:
-                try:
-                    rounds[n].append(one_round(args, n, Path(tmp)))
-                except psycopg.OperationalError as exc:
-                    raise SystemExit(
-                        f"the PostgreSQL connection failed mid-measurement ({exc}); is "
-                        f"something restarting the server? Run again when it is quiet"
-                    ) from None
-    # The median round by wall time, whole, so that its CPU shares add up.
-    results = {}
-    for n, rs in rounds.items():
-        rs.sort(key=lambda r: r["elapsed"])
-        results[n] = {**rs[len(rs) // 2], "rounds": [r["elapsed"] for r in rs]}
-    report(args, results)
+    args.raw = raw_commit_cost(args.url)
+    report(args, run_rounds(args, configs_of(args)))
 
 
 def observe_cost(args: argparse.Namespace) -> None:
     """Per-step cost of metrics and tracing: one worker process, rounds interleaved."""
     modes = ["off", *(["metrics"] if args.metrics else []), *(["tracing"] if args.tracing else [])]
     elapsed: dict[str, list[float]] = {mode: [] for mode in modes}
+    config = Config(1, args.concurrency)
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
             for mode in modes:
-                result = one_round(args, 1, Path(tmp), mode)
+                result = one_round(args, config, Path(tmp), mode)
                 elapsed[mode].append(result["elapsed"])
     steps = args.workflows * args.steps
     base = statistics.median(elapsed["off"]) / steps

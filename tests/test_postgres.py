@@ -1,4 +1,5 @@
-"""What only PostgreSQL does: wake idle workers by NOTIFY."""
+"""What only PostgreSQL does: wake idle workers by NOTIFY; claim and finish a run in one
+statement each."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from conftest import POSTGRES_URL, require_postgres  # tests/conftest.py
 
-from surestep import App, State
+from surestep import App, LeaseLostError, State
+from surestep.storage import StepOutcome, open_store
 
 
 @pytest.fixture
@@ -111,3 +115,134 @@ def test_notify_wakes_an_idle_worker_when_a_queues_place_frees(database_url: str
             thread.join(15)
         for app in (holder, waiter, client):
             app.close()
+
+
+# -- the claim and the finish in one statement each -------------------------------------
+
+WF = [("wf", "1")]
+
+
+def _ok(position: int) -> StepOutcome:
+    return StepOutcome(position, "s", State.PENDING, State.SUCCESS, 1, 3.0, 3.5, output='"x"')
+
+
+def test_the_one_statement_claim_skips_a_run_another_transaction_holds(
+    postgres_schema_url: str,
+) -> None:
+    store = open_store(postgres_schema_url)
+    try:
+        store.create_run("held", "wf", "1", "{}", 1.0, "me")
+        store.create_run("free", "wf", "1", "{}", 2.0, "me")
+        with psycopg.connect(postgres_schema_url) as other:
+            # Another worker's claim (or a cancel) has the earliest run's row locked.
+            other.execute("SELECT 1 FROM surestep_runs WHERE id = 'held' FOR UPDATE")
+            assert [c.id for c in store.claim("w1", WF, 2, 5.0, 30.0)] == ["free"]
+            other.rollback()
+        (claimed,) = store.claim("w2", WF, 2, 6.0, 30.0)
+        assert (claimed.id, claimed.token) == ("held", 1)
+        events = store.get_run("held").events
+        assert [(e.from_state, e.to_state, e.actor, e.reason) for e in events][-1] == (
+            State.PENDING,
+            State.RUNNING,
+            "w2",
+            "claimed",
+        )
+    finally:
+        store.close()
+
+
+def test_a_reclaimed_run_comes_with_its_steps_and_the_old_lease_is_fenced_off(
+    postgres_schema_url: str,
+) -> None:
+    store = open_store(postgres_schema_url)
+    try:
+        store.create_run("r", "wf", "1", "{}", 1.0, "me")
+        (first,) = store.claim("w1", WF, 1, 2.0, 30.0)
+        assert first.recorded == {}
+        store.record_step("r", first.token, "w1", _ok(0))
+        store.record_step("r", first.token, "w1", _ok(1))
+        store.release([("r", first.token)], "w1", "shutting down", 4.0)
+        (second,) = store.claim("w2", WF, 1, 5.0, 30.0)
+        assert second.token == first.token + 1
+        assert sorted(second.recorded) == [0, 1] and second.recorded[1].output == '"x"'
+        with pytest.raises(LeaseLostError):
+            store.record_step("r", first.token, "w1", _ok(2))
+        with pytest.raises(LeaseLostError):
+            store.finish("r", first.token, "w1", State.SUCCESS, 6.0, output="1")
+        store.finish("r", second.token, "w2", State.SUCCESS, 7.0, output="1")
+        assert store.get_run("r").state == State.SUCCESS
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("parent", [None, "p"], ids=["one statement", "general path"])
+def test_a_finish_retried_after_its_acknowledgement_was_lost_ends_the_run_once(
+    postgres_schema_url: str, parent: str | None
+) -> None:
+    store = open_store(postgres_schema_url)
+    try:
+        store.create_run("p", "other", "1", "{}", 1.0, "me")
+        store.create_run("r", "wf", "1", "{}", 1.0, "me", parent_id=parent)
+        (claimed,) = store.claim("w1", WF, 1, 2.0, 30.0)
+        store.finish("r", claimed.token, "w1", State.SUCCESS, 3.0, output="1", parent_id=parent)
+        # The retry of a commit that went through: the same finish, once more.
+        store.finish("r", claimed.token, "w1", State.SUCCESS, 3.0, output="1", parent_id=parent)
+        ends = [e for e in store.get_run("r").events if e.to_state == State.SUCCESS]
+        assert len(ends) == 1
+        # Not this finish (another time): the run is no longer held.
+        with pytest.raises(LeaseLostError):
+            store.finish("r", claimed.token, "w1", State.SUCCESS, 4.0, output="1")
+    finally:
+        store.close()
+
+
+def test_end_listeners_are_called_whenever_their_probe_says_they_have_work(
+    postgres_schema_url: str,
+) -> None:
+    store = open_store(postgres_schema_url)
+    heard: list[tuple[str, State]] = []
+
+    def listener(cur: Any, run_id: str, to_state: State, *rest: Any) -> None:
+        cur.execute("SELECT 1")  # listeners run SQL in the finish's transaction
+        heard.append((run_id, to_state))
+
+    try:
+        for due, run_id in enumerate(("quiet", "busy", "parked", "unprobed")):
+            store.create_run(run_id, "wf", "1", "{}", 1.0 + due / 10, "me")
+        store.end_listeners = (listener,)
+        store.end_probes = {listener: "ending.run_id = 'busy'"}
+        for expected in ("quiet", "busy"):
+            (c,) = store.claim("w1", WF, 1, 2.0, 30.0)
+            assert c.id == expected
+            store.finish(c.id, c.token, "w1", State.SUCCESS, 3.0, output="1")
+        (c,) = store.claim("w1", WF, 1, 2.0, 30.0)
+        store.finish(c.id, c.token, "w1", State.WAITING, 3.0, available_at=50.0)
+        store.end_probes = {}  # a listener without a probe: always called
+        (c,) = store.claim("w1", WF, 1, 2.0, 30.0)
+        store.finish(c.id, c.token, "w1", State.FAILED, 3.0, error='{"type": "E"}')
+        # Not for "quiet" (its probe is false) nor "parked" (listeners hear of ends only).
+        assert heard == [("busy", State.SUCCESS), ("unprobed", State.FAILED)]
+        assert [store.get_run(r).state for r in ("quiet", "parked")] == [
+            State.SUCCESS,
+            State.WAITING,
+        ]
+    finally:
+        store.close()
+
+
+def test_a_finish_that_makes_a_run_claimable_notifies(postgres_schema_url: str) -> None:
+    store = open_store(postgres_schema_url)
+    woken = threading.Event()
+    try:
+        store.create_run("r", "wf", "1", "{}", 1.0, "me")
+        (c,) = store.claim("w1", WF, 1, 2.0, 30.0)
+        connected = threading.Event()
+        unlisten = store.listen(lambda: woken.set() if connected.is_set() else connected.set())
+        assert connected.wait(10)
+        store.finish("r", c.token, "w1", State.PENDING, 3.0, available_at=3.5, reason="retry")
+        assert woken.wait(10)
+        unlisten()
+        run = store.get_run("r")
+        assert (run.state, run.lease_owner) == (State.PENDING, None)
+    finally:
+        store.close()

@@ -43,6 +43,8 @@ HELD = 1e18
 SHARDS = 64
 _ENDED = (State.SUCCESS, State.FAILED, State.CANCELLED)
 _CHILD = re.compile(r"^(?P<parent>.+):(?P<position>\d+):(?P<index>\d+)$")
+#: When ``_on_run_end`` may have work: an id of a child's shape (two colons at least).
+_END_PROBE = "ending.state IN ('success', 'failed', 'cancelled') AND ending.run_id LIKE '%:%:%'"
 
 
 def child_id(parent_id: str, position: int, index: int, width: int) -> str:
@@ -114,6 +116,7 @@ class MapStore:
         """Make every end of a child run count in its map (see the module's docstring)."""
         maps = cls(store)
         store.end_listeners = (*store.end_listeners, maps._on_run_end)
+        store.end_probes = {**store.end_probes, maps._on_run_end: _END_PROBE}
         store.ready_checks = {**store.ready_checks, "map": maps._ready}
         return maps
 

@@ -39,6 +39,11 @@ NO_DUE = 1e18
 
 #: Who is asked about a run whose deadline passed with on_deadline="review".
 DEADLINE_REVIEWERS = ("group:operators",)
+#: When ``_on_run_end`` may have work: a run parked for a person, or one with open tasks.
+_END_PROBE = (
+    "ending.state = 'needs_review' OR EXISTS (SELECT 1 FROM surestep_review_tasks AS t"
+    " WHERE t.run_id = ending.run_id AND t.state = 'open')"
+)
 
 
 class ReviewStore:
@@ -54,6 +59,7 @@ class ReviewStore:
         by its deadline gets a task; a cancelled or failed run's open tasks close."""
         reviews = cls(store)
         store.end_listeners = (*store.end_listeners, reviews._on_run_end)
+        store.end_probes = {**store.end_probes, reviews._on_run_end: _END_PROBE}
         return reviews
 
     # -- opening ------------------------------------------------------------------

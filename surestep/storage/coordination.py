@@ -43,6 +43,11 @@ _COMPENSABLE = (
 #: worker finishing it): (cursor, run_id, to_state, final, actor, reason, now). Stores
 #: composed beside the run store (review tasks) keep their rows in step through it.
 EndListener = Callable[[Cursor, str, State, State, str, str, float], None]
+#: What tells whether an end listener has work to do at a run's end, in SQL over
+#: ``ending.run_id`` and ``ending.state``: true when it may have. A store that ends a run
+#: in one statement (PostgreSQL) does so only while every listener has one and none is
+#: true; otherwise it calls the listeners as usual.
+EndProbe = str
 #: The end of a map's child's id after its parent's (``:<position>:<index>``). Such a
 #: child wakes its parent through its map's counts (surestep.flow.store), once, after the
 #: last child: its own end does not look at its parent's waits. (``finish`` still locks
@@ -58,6 +63,7 @@ class CoordinationStore(SQLStore):
     """The full storage contract: ``SQLStore`` plus ends, waits, events and children."""
 
     end_listeners: tuple[EndListener, ...] = ()
+    end_probes: dict[EndListener, EndProbe] = {}  # noqa: RUF012 - replaced, never mutated
     ready_checks: dict[str, ReadyCheck] = {}  # noqa: RUF012 - replaced, never mutated
 
     @retry_transient

@@ -14,17 +14,19 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import surestep.storage.postgres_ends as ends
 from surestep.errors import (
     ConfigurationError,
+    CorruptRecordError,
     LeaseLostError,
     MissingDependencyError,
     StorageError,
 )
-from surestep.states import State, check_step_transition
+from surestep.states import State, check_run_transition, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.migrations import check_recorded, pending
-from surestep.storage.rows import Cursor, StepOutcome
+from surestep.storage.rows import ClaimedRun, Cursor, StepOutcome
 from surestep.storage.transient import postgres_transient, retry_transient
 from surestep.storage.urls import redact
 
@@ -38,8 +40,7 @@ except ImportError as missing:  # pragma: no cover - exercised only without the 
 
 log = logging.getLogger("surestep.postgres")
 
-# NOTIFY channel names stop at 63 bytes (NAMEDATALEN); this one is short and fixed.
-CHANNEL = "surestep_ready"
+CHANNEL = ends.CHANNEL
 # Serialises migrations of concurrently starting workers; any constant will do, as long
 # as every surestep process uses the same one.
 _MIGRATION_LOCK = 0x5375_7265  # "Sure"
@@ -213,6 +214,20 @@ class PostgresStore(CoordinationStore):
                 transient=True,
             ) from None
 
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in autocommit, for work done in one statement."""
+        try:
+            with self._pool.connection(timeout=30) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise _explain(exc, self._description) from None
+        except PoolTimeout:
+            raise StorageError(
+                f"no PostgreSQL connection free within 30 s at {self._description}",
+                transient=True,
+            ) from None
+
     def close(self) -> None:
         self._pool.close()
 
@@ -237,6 +252,109 @@ class PostgresStore(CoordinationStore):
             " ORDER BY due.available_at LIMIT ?"
         )
         return sql, [*(part for pair in workflows for part in pair), now, limit, limit]
+
+    def claim(
+        self,
+        worker: str,
+        workflows: Sequence[tuple[str, str]],
+        limit: int,
+        now: float,
+        lease_seconds: float,
+    ) -> list[ClaimedRun]:
+        """The contract's claim (see ``SQLStore.claim``) in one statement: the runs
+        leased, their claims logged and their recorded steps read in one round trip.
+        Not retried on a transient error, for the same reason."""
+        if limit <= 0 or not workflows:
+            return []
+        params = ends.claim_params(worker, workflows, limit, now, lease_seconds)
+        with self._connection() as conn:
+            rows = conn.execute(ends.CLAIM, params).fetchall()
+        if not rows:
+            return []
+        runs, steps = ends.split_claimed(rows)
+        problems: dict[str, CorruptRecordError] = {}
+        recorded = self._decode_recorded(steps, problems)
+        for row in runs:
+            self._check_run_row(row, problems)
+        if problems:
+            # Rare: a record that cannot be decoded. The run is leased to this worker
+            # already; parking it (fenced by the new token) is a transaction of its own.
+            with self.transaction() as cur:
+                for row in runs:
+                    if row[0] in problems:
+                        self._quarantine(cur, row[0], row[5], worker, problems[row[0]], now)
+        return [
+            ClaimedRun(
+                r[0],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                recorded.get(r[0], {}),
+                parent_id=r[6],
+                compensating=r[7],
+                trace_context=r[8],
+                due_at=r[9],
+            )
+            for r in runs
+            if r[0] not in problems
+        ]
+
+    def finish(
+        self,
+        run_id: str,
+        token: int,
+        worker: str,
+        to_state: State,
+        now: float,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        available_at: float | None = None,
+        reason: str | None = None,
+        waiting_for: Sequence[str] = (),
+        parent_id: str | None = None,
+    ) -> None:
+        """The contract's finish (see ``CoordinationStore.finish``), in one statement
+        when nothing beyond the run itself takes part in its end: no parent to wake, no
+        children to cancel, no wait to check, no end listener with work to do (their
+        ``end_probes`` say). Otherwise, the general transaction.
+
+        A retry after a lost acknowledgement finds the run ended by this very finish
+        (same state, token and time) and returns, as if the first try had answered."""
+        check_run_transition(State.RUNNING, to_state)
+        ending = ends.Ending(run_id, token, worker, to_state, now)
+        fields: dict[str, Any] = {"output": output, "error": error, "reason": reason}
+        fields |= {"available_at": available_at, "waiting_for": waiting_for}
+        if ends.finishes_in_one(to_state, waiting_for, parent_id):
+            probes = tuple(self.end_probes.get(f) for f in self.end_listeners)
+            if None not in probes:
+                sql = ends.finish_sql(tuple(p for p in probes if p is not None))
+                quiet, ended, already = self._finish_in_one(sql, ends.finish_params(ending, fields))
+                if ended or already:
+                    return
+                if quiet:
+                    raise LeaseLostError(f"run {run_id!r} is no longer held by {worker}")
+        try:
+            super().finish(run_id, token, worker, to_state, now, parent_id=parent_id, **fields)
+        except LeaseLostError:
+            if not self._ended_by(ending):
+                raise
+
+    @retry_transient
+    def _finish_in_one(self, sql: str, params: dict[str, Any]) -> tuple[bool, bool, bool]:
+        """(no listener has work, the run was ended, it had been ended by this finish)."""
+        with self._connection() as conn:
+            row = conn.execute(sql, params).fetchone()
+        assert row is not None
+        return bool(row[0]), bool(row[1]), bool(row[2])
+
+    @retry_transient
+    def _ended_by(self, ending: ends.Ending) -> bool:
+        """Whether ``ending`` happened already: a finish whose acknowledgement was lost."""
+        with self._connection() as conn:
+            row = conn.execute(ends.ENDED_BY, ends.finish_params(ending, {})).fetchone()
+        return row is not None
 
     @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
@@ -264,16 +382,8 @@ class PostgresStore(CoordinationStore):
             "compensation": o.compensation,
             "inputs": o.inputs,
         }
-        try:
-            with self._pool.connection(timeout=30) as conn:
-                row = conn.execute(_RECORD_STEP, params).fetchone()
-        except psycopg.Error as exc:
-            raise _explain(exc, self._description) from None
-        except PoolTimeout:
-            raise StorageError(
-                f"no PostgreSQL connection free within 30 s at {self._description}",
-                transient=True,
-            ) from None
+        with self._connection() as conn:
+            row = conn.execute(_RECORD_STEP, params).fetchone()
         if row is None or not row[0]:
             raise LeaseLostError(
                 f"run {run_id!r} is no longer held under lease {token}: it was cancelled "

@@ -21,6 +21,12 @@ _RUN_COLUMNS = (
     " waiting_for, compensating"
 )
 
+#: What a worker reads of a run's recorded steps to replay them (``_recorded``).
+RECORDED_COLUMNS = (
+    "run_id, position, name, state, output, error, attempts, retry_base, next_attempt_at,"
+    " compensation, inputs, review_inputs"
+)
+
 T = TypeVar("T")
 
 
@@ -226,13 +232,18 @@ class RunQueries(ABC):
         (the first per run), so that the other runs are unaffected."""
         marks = ", ".join("?" for _ in run_ids)
         cur.execute(
-            "SELECT run_id, position, name, state, output, error, attempts, retry_base,"
-            f" next_attempt_at, compensation, inputs, review_inputs FROM surestep_steps"
-            f" WHERE run_id IN ({marks})",
+            f"SELECT {RECORDED_COLUMNS} FROM surestep_steps WHERE run_id IN ({marks})",
             list(run_ids),
         )
+        return RunQueries._decode_recorded(cur.fetchall(), problems)
+
+    @staticmethod
+    def _decode_recorded(
+        rows: Sequence[Sequence[Any]], problems: dict[str, CorruptRecordError] | None = None
+    ) -> dict[str, dict[int, RecordedStep]]:
+        """Step rows (``RECORDED_COLUMNS``) by run and position, as ``_recorded``."""
         found: dict[str, dict[int, RecordedStep]] = {}
-        for r in cur.fetchall():
+        for r in rows:
             where = Where("surestep_steps", r[0], r[1])
             try:
                 # Replay decodes these columns; check them now, before the run is
