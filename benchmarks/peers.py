@@ -266,6 +266,33 @@ def measure_once(system: str, target: str, args: argparse.Namespace) -> dict[str
     return figures
 
 
+def raw_commit_cost(database: str, server: str, n: int = 300) -> float:
+    """Median seconds of one INSERT+COMMIT in a fresh database: how fast the disk is now
+    (SQLite: WAL, synchronous=FULL; PostgreSQL: one autocommitted INSERT)."""
+    times = []
+    with fresh_target(database, server, 0) as target:
+        if database == "sqlite":
+            conn = sqlite3.connect(target, isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, v TEXT)")
+            for _ in range(n):
+                t0 = time.perf_counter()
+                conn.execute("INSERT INTO raw (v) VALUES ('x')")  # autocommit: one commit
+                times.append(time.perf_counter() - t0)
+            conn.close()
+        else:
+            import psycopg
+
+            with psycopg.connect(target, autocommit=True) as pg:
+                pg.execute("CREATE TABLE raw (id BIGSERIAL PRIMARY KEY, v TEXT)")
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    pg.execute("INSERT INTO raw (v) VALUES ('x')")
+                    times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def postgres_problem(server: str) -> str | None:
     """Why PostgreSQL cannot be measured here, or None."""
     if importlib.util.find_spec("psycopg") is None:
@@ -420,7 +447,16 @@ def main() -> None:
                 cases.append((system, database))
             else:
                 skipped[(system, database)] = "not measured (no server)"
-    report(run_rounds(cases, args), skipped, databases, args)
+    measured = sorted({database for _, database in cases}, key=list(databases).index)
+    before = {database: raw_commit_cost(database, args.url) for database in measured}
+    results = run_rounds(cases, args)
+    for database in measured:
+        after = raw_commit_cost(database, args.url)
+        databases[database] += (
+            f"; raw INSERT+COMMIT {before[database] * 1e3:.2f} ms before the rounds, "
+            f"{after * 1e3:.2f} ms after (one connection, a fresh database)"
+        )
+    report(results, skipped, databases, args)
 
 
 if __name__ == "__main__":
