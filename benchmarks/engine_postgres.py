@@ -44,7 +44,6 @@ from surestep import App
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 APP_NAME = "surestep-bench"
-DBOS_STEPS_PER_S = 225  # DBOS Transact 3.4 on the same PostgreSQL, measured separately
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -412,7 +411,6 @@ def report_one(args: argparse.Namespace, n: int, m: dict[str, Any]) -> None:
         f"{m['wal_bytes'] / total / 1024:.1f} KiB WAL/step (server-wide; read-only commits count)"
     )
     print(f"bottleneck            {bottleneck(m, n, args.fsync)}")
-    print(f"vs DBOS 3.4 (~{DBOS_STEPS_PER_S}/s)  {rate / DBOS_STEPS_PER_S:.1f}x (target >= 5x)")
 
 
 def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None:
@@ -450,10 +448,9 @@ def report(args: argparse.Namespace, results: dict[int, dict[str, Any]]) -> None
         f"{', '.join(f'{n}: {CORES / per_step[n]:,.0f}' for n in counts)} steps/s "
         f"({', '.join(f'{per_step[n] * 1e6:.0f}' for n in counts)} us of CPU per step)"
     )
-    best = max(rates.values())
     print(
-        f"best vs DBOS 3.4      {best / DBOS_STEPS_PER_S:.1f}x "
-        f"({'meets' if best >= 5 * DBOS_STEPS_PER_S else 'misses'} the >= 5x target)"
+        "peers                 benchmarks/peers.py measures DBOS Transact and LangGraph on "
+        "this workload in the same run (docs/performance.md, Peers)"
     )
 
 
