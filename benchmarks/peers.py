@@ -23,9 +23,10 @@ with the peer's durable storage in its recommended setting:
   ``start()`` of all W runs and one worker at concurrency 1 executing them. SQLite in
   WAL mode, ``synchronous=FULL`` (surestep's default).
 - DBOS Transact: ``@DBOS.workflow`` calling a ``@DBOS.step`` K times, each workflow
-  called directly (it runs in the caller's thread, as DBOS documents). Its system
-  database on SQLite (DBOS >= 2) with the settings DBOS gives it (rollback journal,
-  SQLite's ``synchronous=FULL``), or on PostgreSQL.
+  called directly (it runs in the caller's thread). Its system database on PostgreSQL
+  (what DBOS recommends for production), or on SQLite with the settings DBOS gives it
+  (rollback journal, SQLite's ``synchronous=FULL``); a DBOS too old for a SQLite system
+  database shows as ``failed:`` with its error, and the rest go on.
 - LangGraph, twice, checkpointed with ``SqliteSaver`` (which sets WAL; SQLite's
   ``synchronous=FULL``) or ``PostgresSaver``, one thread id per workflow,
   ``durability="sync"`` (LangGraph's default, ``"async"``, writes a checkpoint while the
@@ -61,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -307,7 +308,7 @@ def measure_once(system: str, target: str, args: argparse.Namespace) -> dict[str
         return {"error": f"exit {done.returncode}: {errors[-1]}"}
     figures: dict[str, Any] = json.loads(lines[-1])
     if not target.startswith("postgresql://"):
-        with sqlite3.connect(target) as conn:  # a file's journal mode persists in it
+        with closing(sqlite3.connect(target)) as conn:  # a file keeps its journal mode
             figures["journal_mode"] = conn.execute("PRAGMA journal_mode").fetchone()[0]
     return figures
 
@@ -462,7 +463,7 @@ def median_cpu(rounds: list[dict[str, Any]], total: int) -> float | None:
 
 def setting(case: tuple[str, str], rounds: list[dict[str, Any]], args: argparse.Namespace) -> str:
     journal = rounds[0].get("journal_mode", "?")
-    with sqlite3.connect(":memory:") as conn:  # what a connection gets when nobody sets it
+    with closing(sqlite3.connect(":memory:")) as conn:  # what a connection gets by default
         synchronous = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[
             conn.execute("PRAGMA synchronous").fetchone()[0]
         ]
