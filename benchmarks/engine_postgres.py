@@ -53,8 +53,8 @@ from workload import add_noop_workflow  # benchmarks/workload.py
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 APP_NAME = "surestep-bench"
 CORES = os.cpu_count() or 1
-#: How the peers were measured (not in this run): see README.md's Performance section.
-PEERS = "DBOS Transact 3.4 did ~225 no-op steps/s on the same kind of machine (README.md)"
+#: Peers are not measured here: benchmarks/peers.py runs them beside surestep.
+PEERS = "python benchmarks/peers.py measures DBOS Transact and LangGraph in one run"
 
 
 @dataclass(frozen=True)
