@@ -62,7 +62,7 @@ _ERRORS = frozenset({State.FAILED, State.DEAD_LETTER, State.CANCELLED})
 class _Attempt:
     """A step attempt in flight: when it began, and its span once one was needed."""
 
-    __slots__ = ("step", "started", "span")
+    __slots__ = ("span", "started", "step")
 
     def __init__(self, step: StepContext, started: int) -> None:
         self.step = step
