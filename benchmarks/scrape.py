@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +35,9 @@ from surestep.clock import FakeClock
 from surestep.observe.cluster import ClusterFigures
 from surestep.observe.collector import ClusterCollector
 from surestep.observe.drift import DriftSettings
+from surestep.observe.model_feed import ModelFeed
 from surestep.observe.quality import drift_reports
+from surestep.storage import Store, open_store
 
 SCHEMA = "bench_scrape"
 HOUR = 3600.0
@@ -133,39 +136,90 @@ def scrape_once(collector: ClusterCollector) -> int:
     return sum(len(family.samples) for family in collector.collect())
 
 
-def measure(app: App, planner: Planner, repeat: int) -> list[str]:
-    failures = []
-    clock = FakeClock(start=NOW)  # the data's "last hour" is the hour before NOW
-    for window in (HOUR, 24 * HOUR):
-        for state in ("cold", "warm"):
-            collector = ClusterCollector(ClusterFigures(app.store, clock, window))
-            samples = scrape_once(collector)  # warms the connection, and the figures
-            times = []
-            for _ in range(repeat):
-                if state == "cold":  # a fresh collector: no drift check read before
-                    collector = ClusterCollector(ClusterFigures(app.store, clock, window))
-                t0 = time.perf_counter()
-                scrape_once(collector)
-                times.append(time.perf_counter() - t0)
-            median, worst = statistics.median(times), max(times)
-            verdict = "ok" if median < 0.05 else "OVER 50 ms"
-            print(
-                f"scrape, {window / HOUR:>4.0f} h window, {state}   median {median * 1e3:7.2f} ms"
-                f"   max {worst * 1e3:7.2f} ms   {samples} samples   ({repeat} scrapes) {verdict}"
-            )
+def timed(fn: Callable[[], object], repeat: int, after: Callable[[], object] = int) -> list[float]:
+    """Seconds each of ``repeat`` calls of ``fn`` took (``after`` runs untimed after each)."""
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        with app.store.reading() as cur:
-            reports = drift_reports(cur, NOW, DriftSettings())
+        fn()
         times.append(time.perf_counter() - t0)
+        after()
+    return times
+
+
+def show(label: str, times: list[float], note: str = "", target: bool = True) -> None:
+    median, worst = statistics.median(times), max(times)
+    verdict = ("ok" if median < 0.05 else "OVER 50 ms") if target else ""
+    print(
+        f"{label:<36} median {median * 1e3:7.2f} ms   max {worst * 1e3:7.2f} ms"
+        f"   ({len(times)}){note} {verdict}"
+    )
+
+
+def measure_window(app: App, feed_store: Store, window: float, repeat: int) -> None:
+    """``surestep stats`` (everything read at once) and the scrape path (the model figures
+    read in the background, as ``cluster_registry(app, background=True)`` does)."""
+    name = f"{window / HOUR:.0f} h window"
+    clock = FakeClock(start=NOW)  # the data's "last hour" is the hour before NOW
+    few = max(3, repeat // 10)
+    figures = ClusterFigures(app.store, clock, window)
+    figures.read()
+    cold = timed(lambda: ClusterFigures(app.store, clock, window).read(), few)
+    show(f"stats, {name}, cold", cold, " drift read", target=False)
+    show(f"stats, {name}, warm", timed(figures.read, few), " drift reused", target=False)
+
+    def scraper() -> tuple[ClusterCollector, ModelFeed]:
+        feed = ModelFeed(feed_store, window)
+        return ClusterCollector(ClusterFigures(app.store, clock, window, model_feed=feed)), feed
+
+    started: list[ModelFeed] = []
+
+    def first_scrape() -> None:
+        collector, feed = scraper()
+        started.append(feed)
+        scrape_once(collector)
+
+    show(f"scrape, {name}, cold", timed(first_scrape, repeat, lambda: started.pop().wait()),
+         " a collector's first")  # fmt: skip
+    collector, feed = scraper()
+    scrape_once(collector)
+    feed.wait()
+    samples = scrape_once(collector)
+    show(f"scrape, {name}, warm", timed(lambda: scrape_once(collector), repeat),
+         f" {samples} samples")  # fmt: skip
+
+    def stale() -> None:  # the model figures are stale: this scrape starts a read
+        clock.advance(feed.refresh + 1)
+        scrape_once(collector)
+
+    show(f"scrape, {name}, during a read", timed(stale, repeat, feed.wait),
+         " it started one in the background")  # fmt: skip
+    reads = timed(lambda: feed.read_now(clock.now()), few)
+    show(f"  background read, {name}", reads, " drift reused", target=False)
+
+
+def measure(app: App, planner: Planner, repeat: int) -> list[str]:
+    failures = []
+    sqlite = app.database_url.startswith("sqlite")
+    feed_store = open_store(app.database_url) if sqlite else app.store  # as cluster_registry
+    for window in (HOUR, 24 * HOUR):
+        measure_window(app, feed_store, window, repeat)
+    if sqlite:
+        feed_store.close()
+    with app.store.reading() as cur:
+        reports = drift_reports(cur, NOW, DriftSettings())
+
+    def drift() -> None:
+        with app.store.reading() as cur:
+            drift_reports(cur, NOW, DriftSettings())
+
+    show("drift check alone", timed(drift, max(3, repeat // 10)), target=False)
     drifted = sum(1 for r in reports if r.drifted)
     print(
-        f"drift check alone      median {statistics.median(times) * 1e3:7.2f} ms"
-        f"   max {max(times) * 1e3:7.2f} ms   {len(reports)} (step, model) pairs,"
-        f" {min(r.recent_n for r in reports)}+{min(r.reference_n for r in reports)} samples"
-        f" each at least, {drifted} drifted"
+        f"  ({len(reports)} (step, model) pairs, at least {min(r.recent_n for r in reports)}"
+        f" + {min(r.reference_n for r in reports)} samples each, {drifted} drifted)"
     )
+    clock = FakeClock(start=NOW)
     with capturing(app.store) as capture:
         scrape_once(ClusterCollector(ClusterFigures(app.store, clock, 24 * HOUR)))
     for statement in capture.statements:
