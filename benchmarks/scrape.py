@@ -189,7 +189,7 @@ def measure_window(app: App, feed_store: Store, window: float, repeat: int) -> N
          f" {samples} samples")  # fmt: skip
 
     def stale() -> None:  # the model figures are stale: this scrape starts a read
-        clock.advance(feed.refresh + 1)
+        clock.advance(feed.refresh_after + 1)
         scrape_once(collector)
 
     show(f"scrape, {name}, during a read", timed(stale, repeat, feed.wait),

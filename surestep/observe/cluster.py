@@ -134,7 +134,8 @@ class ClusterFigures:
     ``model_feed``: where the model figures come from. By default they are read with the
     rest, in the same snapshot; the scrape path passes a :class:`ModelFeed` reading them
     in the background instead (:func:`surestep.observe.collector.cluster_registry`), and
-    shows the last ones read (none on its very first scrape).
+    shows the last ones read (none on its very first scrape); its collector starts each
+    read after a scrape (:meth:`ModelFeed.refresh`).
     """
 
     def __init__(
@@ -177,7 +178,7 @@ class ClusterFigures:
             created = _created(cur, sorted(set(workflows) | set(reviewed)), since, at)
             failed, recovered = _recovery(cur, since, at)
             if self.background:
-                llm = self.model_feed.get(at) or ModelFigures(drift_settings=self.drift)
+                llm = self.model_feed.last() or ModelFigures(drift_settings=self.drift)
             else:
                 llm = self.model_feed.read_with(cur, at)
         return Figures(

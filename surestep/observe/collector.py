@@ -44,7 +44,11 @@ class ClusterCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        yield from families(self.figures.read())
+        figures = self.figures.read()
+        yield from families(figures)
+        if self.figures.background:
+            # Once this scrape's answer is made: the read would otherwise compete with it.
+            self.figures.model_feed.refresh(figures.at)
 
 
 def families(f: Figures) -> Iterator[Any]:

@@ -6,16 +6,18 @@ thousands an hour on a busy cluster) and the drift check moves and sorts up to 1
 confidences per (step, model). At a million runs and 200,000 calls that took several
 hundred milliseconds on a shared 2-core machine, against a target of 50 ms a scrape.
 
-So a process that serves ``/metrics`` reads them off the scrape path: a scrape that finds
-them older than ``refresh`` seconds starts a read in a thread of their own and is served
-what was read last (nothing on the very first scrape, whose read has just started). The
-figures a scrape shows are therefore at most ``refresh`` seconds, plus one read, old:
+So a process that serves ``/metrics`` reads them off the scrape path: a scrape is served
+what was read last (nothing on the very first scrape) and, once it has its answer, starts
+a read in a thread of its own if they are older than ``refresh_after`` seconds (after, so that
+the read does not compete with the scrape for the interpreter and the database). The
+figures a scrape shows are therefore at most ``refresh_after`` seconds, plus one read, old:
 fine for figures over a window of an hour, and for drift, which compares an hour with a
 week (it is read again at most once a ``DRIFT_CACHE_SECONDS``). ``surestep stats`` and
 ``surestep top`` read everything at once, as of the moment they ask.
 
 >>> feed = ModelFeed(store, window=3600)                     # doctest: +SKIP
->>> feed.get(at=clock.now())   # None at first; then the last figures read
+>>> feed.last()                # None at first; then the figures read last
+>>> feed.refresh(at=clock.now())   # read them again in the background, if stale
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ModelFeed:
         store: Store,
         window: float,
         drift: DriftSettings | None = None,
-        refresh: float = DEFAULT_REFRESH,
+        refresh_after: float = DEFAULT_REFRESH,
         *,
         owns_store: bool = False,
     ) -> None:
@@ -53,24 +55,27 @@ class ModelFeed:
         self._owns_store = owns_store  # opened for the feed alone: close() closes it
         self.window = window
         self.drift = drift or DriftSettings()
-        self.refresh = refresh
+        self.refresh_after = refresh_after
         self._lock = threading.Lock()
         self._last: tuple[float, ModelFigures] | None = None
         self._drift: tuple[float, list[DriftReport]] | None = None
         self._reading: threading.Thread | None = None
 
-    def get(self, at: float) -> ModelFigures | None:
-        """The figures read last (None before the first read ends); starts a read as of
-        ``at`` if they are ``refresh`` seconds older than ``at`` and none is under way."""
+    def last(self) -> ModelFigures | None:
+        """The figures read last (None before the first read ends)."""
         with self._lock:
-            last = self._last
-            stale = last is None or not 0 <= at - last[0] < self.refresh
+            return None if self._last is None else self._last[1]
+
+    def refresh(self, at: float) -> None:
+        """Start a read as of ``at`` in a thread of its own if the figures read last are
+        ``refresh_after`` seconds older than ``at`` (or none was read) and none is under way."""
+        with self._lock:
+            stale = self._last is None or not 0 <= at - self._last[0] < self.refresh_after
             if stale and self._reading is None:
                 self._reading = threading.Thread(
                     target=self._read, args=(at,), name="surestep-model-figures", daemon=True
                 )
                 self._reading.start()
-        return None if last is None else last[1]
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the read under way, if any, to end."""
