@@ -188,13 +188,18 @@ def measure_window(app: App, feed_store: Store, window: float, repeat: int) -> N
     show(f"scrape, {name}, warm", timed(lambda: scrape_once(collector), repeat),
          f" {samples} samples")  # fmt: skip
 
-    def stale() -> None:  # the model figures are stale: this scrape starts a read
+    def start_read() -> None:  # a scrape that finds the model figures stale starts one
+        feed.wait()
         clock.advance(feed.refresh_after + 1)
         scrape_once(collector)
 
-    show(f"scrape, {name}, during a read", timed(stale, repeat, feed.wait),
-         " it started one in the background")  # fmt: skip
-    reads = timed(lambda: feed.read_now(clock.now()), few)
+    start_read()
+    during = timed(lambda: scrape_once(collector), repeat, start_read)
+    show(f"scrape, {name}, during a read", during, " another scrape's read under way")
+    feed.wait()
+    at = clock.now()
+    feed.read_now(at)  # drift read as of ``at``: the timed reads reuse it
+    reads = timed(lambda: feed.read_now(at), few)
     show(f"  background read, {name}", reads, " drift reused", target=False)
 
 
