@@ -116,7 +116,7 @@ def llm_activity(app: App, runs: int) -> None:
         low = 0.35 if recent and pair % 2 else 0.55  # drifted: less sure lately
         confidence = round(rng.uniform(low, 1.0), 6) if chosen else None
         rows.append(
-            (run_id, pair, 1, 1, f"wf_{pair % 20}", step, provider, model, "h",
+            (run_id, pair, 1, 1, f"wf_{r % 20}", step, provider, model, "h",
              "ok" if chosen else "invalid", 900, 120, 0.0021, True, 0.8, confidence,
              chosen, at)
         )  # fmt: skip
