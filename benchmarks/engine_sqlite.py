@@ -195,6 +195,12 @@ def main() -> None:
                 f"runs' hooks called in a loop, no database: caches warm, the least they cost)"
             )
     if "sdk" in by_mode:
+        sampled = tracing_hooks_cost("sampled", args.steps)
+        print(
+            f"tracing hooks alone   {sampled * 1e6:.1f} us a step = "
+            f"{sampled / per_step * 100:.1f} % of the wall per step off (SDK, a run in 10"
+            f" sampled: ParentBased(TraceIdRatioBased(0.1)); as above)"
+        )
         bare = bare_span_cost()
         print(
             f"bare SDK span         {bare * 1e6:.1f} us = {bare / per_step * 100:.1f} % of the"
@@ -210,19 +216,26 @@ def tracing_hooks_cost(mode: str, steps: int = 10, runs: int = 2000) -> float:
     no database: per run a slice (with its stored trace context), ``steps`` step attempts
     and the run's state change; the slice's share spread over its steps."""
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from surestep import State
     from surestep.engine.context import StepContext
     from surestep.observe.tracing import Tracing
 
-    tracing = Tracing(TracerProvider() if mode == "sdk" else None)
+    provider = {
+        "sdk": TracerProvider(),
+        # a run's sampling decision is made once, at its start: each run a trace of its own
+        "sampled": TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1))),
+    }.get(mode)
+    tracing = Tracing(provider)
+    parent = None if mode == "sampled" else TRACEPARENT
     contexts = [
         [StepContext(f"r{r}", i, "noop", 1, "bench") for i in range(steps)] for r in range(runs)
     ]
     t0 = time.perf_counter()
     for attempts in contexts:
         run_id = attempts[0].run_id
-        tracing.run_started(run_id, "bench", TRACEPARENT)
+        tracing.run_started(run_id, "bench", parent)
         for step in attempts:
             tracing.step_started(step)
             tracing.step_finished(step, State.SUCCESS, 0.0)
