@@ -225,7 +225,8 @@ class Tracing:
 
     def step_span(self, step: StepContext) -> Span | None:
         """The span of a step attempt in flight in this process (from inside a step:
-        ``tracing.step_span(surestep.current_step())``), to parent an extension's spans."""
+        ``tracing.step_span(surestep.current_step())``), to parent an extension's spans;
+        None outside a traced slice, or in a run the sampler dropped."""
         return self._step_span(step.run_id, step.position)
 
     def model_call(self, call: ModelCall) -> None:
