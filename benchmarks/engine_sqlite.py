@@ -21,7 +21,10 @@ subscribed to the hooks, no HTTP server), and prints what they add per step.
 ``--tracing`` runs each round three times, in rotating order: tracing off; on with the
 OpenTelemetry API alone (no SDK configured: its no-op tracer, what ``app.trace()``
 costs until an SDK is set up); and on with the SDK's TracerProvider and no exporter
-(spans are made and recorded, then dropped). It prints the per-step cost tracing adds.
+(spans are made and recorded, then dropped). It prints the per-step cost tracing adds:
+from rounds side by side (noisy on a shared machine), as the CPU time the tracing hooks
+took inside the engine, as the same hooks cost called in a loop, and what one bare SDK
+span costs.
 """
 
 from __future__ import annotations
@@ -79,12 +82,15 @@ def one_round(
     folder: Path, workflows: int, steps: int, concurrency: int, tracing: str = "off"
 ) -> dict[str, Any]:
     app = App(f"sqlite:///{folder / 'bench.db'}")
+    spent: dict[str, float] = {}
     if tracing == "sdk":
         from opentelemetry.sdk.trace import TracerProvider  # pip install 'surestep[otel]'
 
         app.trace(TracerProvider())  # no span processor: the SDK's cost, no export
+        spent = time_tracing_hooks(app)
     elif tracing == "api":
         app.trace()  # the global provider, which nothing here configures: the no-op
+        spent = time_tracing_hooks(app)
     elif tracing == "metrics":
         from surestep.observe.metrics import WorkerMetrics
 
@@ -130,6 +136,7 @@ def one_round(
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[int(len(latencies) * 0.95)],
         "raw": raw_commit_cost(folder / "raw.db"),
+        "hooks_cpu": spent.get("cpu", 0.0) / (workflows * steps),
     }
 
 
@@ -278,30 +285,99 @@ def print_modes(
     for mode, what in (("api", "API only, no-op"), ("sdk", "SDK, no exporter")):
         if (c, mode) in by_case:
             print_tracing_cost(rounds, by_case[(c, mode)], total_steps, what)
-            alone = tracing_hooks_cost(mode)
+            in_engine = statistics.median(r["hooks_cpu"] for r in by_case[(c, mode)])
             print(
-                f"tracing hooks alone   {alone * 1e6:.1f} us a step attempt = "
-                f"{alone / per_step * 100:.1f} % of the wall per step off ({what}; "
-                f"the two step hooks called in a loop, no database: steadier than the above)"
+                f"tracing hooks in situ {in_engine * 1e6:.1f} us CPU a step = "
+                f"{in_engine / per_step * 100:.1f} % of the wall per step off ({what}; "
+                f"their own CPU time as the engine called them, median of the rounds)"
             )
+            alone = tracing_hooks_cost(mode, steps)
+            print(
+                f"tracing hooks alone   {alone * 1e6:.1f} us a step = "
+                f"{alone / per_step * 100:.1f} % of the wall per step off ({what}; whole "
+                f"runs' hooks called in a loop, no database: caches warm, the least they cost)"
+            )
+    if (c, "sdk") in by_case:
+        sampled = tracing_hooks_cost("sampled", steps)
+        print(
+            f"tracing hooks alone   {sampled * 1e6:.1f} us a step = "
+            f"{sampled / per_step * 100:.1f} % of the wall per step off (SDK, a run in 10"
+            f" sampled: ParentBased(TraceIdRatioBased(0.1)); as above)"
+        )
+        bare = bare_span_cost()
+        print(
+            f"bare SDK span         {bare * 1e6:.1f} us = {bare / per_step * 100:.1f} % of the"
+            f" wall per step off (tracer.start_span(name).end() in a loop, no attributes)"
+        )
 
 
-def tracing_hooks_cost(mode: str, n: int = 20000) -> float:
-    """Seconds a step attempt's two tracing hooks take, in isolation."""
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def tracing_hooks_cost(mode: str, steps: int = 10, runs: int = 2000) -> float:
+    """Seconds per step that the tracing hooks of whole runs take, called in a loop with
+    no database: per run a slice (with its stored trace context), ``steps`` step attempts
+    and the run's state change; the slice's share spread over its steps."""
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from surestep import State
     from surestep.engine.context import StepContext
     from surestep.observe.tracing import Tracing
 
-    tracing = Tracing(TracerProvider() if mode == "sdk" else None)
-    tracing.run_started("r", "bench", None)
-    contexts = [StepContext("r", i, "noop", 1, "bench") for i in range(n)]
+    provider = {
+        "sdk": TracerProvider(),
+        # a run's sampling decision is made once, at its start: each run a trace of its own
+        "sampled": TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1))),
+    }.get(mode)
+    tracing = Tracing(provider)
+    parent = None if mode == "sampled" else TRACEPARENT
+    contexts = [
+        [StepContext(f"r{r}", i, "noop", 1, "bench") for i in range(steps)] for r in range(runs)
+    ]
     t0 = time.perf_counter()
-    for step in contexts:
-        tracing.step_started(step)
-        tracing.step_finished(step, State.SUCCESS, 0.0)
+    for attempts in contexts:
+        run_id = attempts[0].run_id
+        tracing.run_started(run_id, "bench", parent)
+        for step in attempts:
+            tracing.step_started(step)
+            tracing.step_finished(step, State.SUCCESS, 0.0)
+        tracing.run_state(run_id, State.RUNNING, State.SUCCESS, "bench")
+        tracing.run_ended(run_id)
+    return (time.perf_counter() - t0) / (runs * steps)
+
+
+def bare_span_cost(n: int = 20000) -> float:
+    """Seconds one ``tracer.start_span(name).end()`` takes with the SDK, no exporter: the
+    least one span a step can cost."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("bench")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tracer.start_span("surestep.step noop").end()
     return (time.perf_counter() - t0) / n
+
+
+def time_tracing_hooks(app: App) -> dict[str, float]:
+    """Wrap the App's tracing hooks so that they add up the CPU time they take in the
+    engine (their own thread's, so the fsyncs' waits and other threads are not in it)."""
+    spent = {"cpu": 0.0}
+
+    def timed(hook: Any) -> Any:
+        def run(*args: Any) -> None:
+            t0 = time.thread_time()
+            try:
+                hook(*args)
+            finally:
+                spent["cpu"] += time.thread_time() - t0
+
+        return run
+
+    for name in ("before_step", "after_step", "on_run_start", "on_run_state", "on_run_end"):
+        hooks = getattr(app.hooks, name)
+        hooks[:] = [timed(h) if getattr(h, "__self__", None) is app.tracing else h for h in hooks]
+    return spent
 
 
 def metrics_hooks_cost(steps: int, n: int = 20000) -> float:

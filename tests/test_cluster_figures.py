@@ -143,7 +143,8 @@ def test_a_window_leaves_older_finished_runs_and_attempts_out(app: App, clock: F
 
 def test_drift_is_read_at_most_once_a_minute(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
     import surestep.observe.quality as quality
-    from surestep.observe.cluster import DRIFT_CACHE_SECONDS, ClusterFigures
+    from surestep.observe.cluster import ClusterFigures
+    from surestep.observe.model_feed import DRIFT_CACHE_SECONDS
 
     reads: list[float] = []
     real = quality.drift_reports

@@ -304,3 +304,49 @@ def test_the_prometheus_exposition_parses(app: App, clock: FakeClock) -> None:
     assert psi > 0.2
     # Too few answers for a verdict: no PSI sample rather than a made-up one.
     assert ("surestep_llm_confidence_drift_psi", big) not in found
+
+
+def test_the_scrape_path_reads_the_model_figures_in_the_background(
+    app: App, clock: FakeClock
+) -> None:
+    from prometheus_client import generate_latest
+
+    from surestep.observe.collector import cluster_registry
+    from surestep.observe.model_feed import DEFAULT_REFRESH
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    three_runs(app, FakeLLM())
+    drifting(app, clock.now())
+    registry = cluster_registry(app, background=True)
+    (collector,) = registry._collector_to_names  # the one ClusterCollector
+    feed = collector.figures.model_feed  # type: ignore[attr-defined]
+    first = scraped()
+    assert ("surestep_runs", (("state", "pending"), ("workflow", "invoice"))) in first
+    assert not any(name.startswith("surestep_llm_") for name, _ in first)  # read under way
+    feed.wait()
+    served = scraped()
+    expected = ClusterFigures(app.store, app.clock).read().llm  # read in the same snapshot
+    calls = {
+        tuple(v for _, v in labels): n
+        for (name, labels), n in served.items()
+        if name == "surestep_llm_window_calls"
+    }
+    assert calls == {(m, o, w): n for (w, m, o), n in expected.calls.items()}
+    extract = (("model", "fake:big"), ("step", "extract"))
+    psi = served[("surestep_llm_confidence_drift_psi", extract)]
+    assert psi == pytest.approx(expected.drift[0].psi)
+    # Newer calls show once the figures are older than the refresh: the scrape that finds
+    # them stale is served the old ones and starts a read; the next shows the new ones.
+    record(app, "extract", spread(0.2, 0.5, 5), at=clock.now(), spacing=1)
+    clock.advance(DEFAULT_REFRESH + 1)
+    assert scraped() == served
+    feed.wait()
+    assert scraped()[("surestep_llm_confidence_count", extract)] == 45
+    feed.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -281,3 +282,55 @@ def test_model_calls_are_genai_spans_inside_their_step_attempt(
     assert ok.attributes["gen_ai.usage.input_tokens"] == 7
     assert ok.attributes["gen_ai.usage.output_tokens"] == 3
     assert ok.attributes["surestep.llm.outcome"] == "ok"
+
+
+def test_an_unsampled_run_makes_no_step_spans(app: App, exporter: InMemorySpanExporter) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = app.trace(provider)
+    seen: list[object] = []
+
+    @app.step(name="look")
+    def look() -> str:
+        seen.append(tracing.step_span(surestep.current_step()))
+        return "ok"
+
+    @app.workflow(name="quiet")
+    def quiet() -> str:
+        return look()
+
+    assert run_workflow(app, quiet).result() == "ok"
+    assert seen == [None]  # the slice was dropped: its attempt has no span to parent
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+
+
+def test_a_step_span_asked_for_inside_the_step_is_the_attempts_span(
+    app: App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracing = app.trace(provider)
+
+    @app.step(name="call_out")
+    def call_out() -> int:
+        parent = tracing.step_span(surestep.current_step())
+        assert parent is not None and parent is tracing.step_span(surestep.current_step())
+        context = trace.set_span_in_context(parent)
+        tracing.tracer.start_span("http GET", context=context).end()
+        return 1
+
+    @app.workflow(name="outbound")
+    def outbound() -> int:
+        return call_out()
+
+    assert run_workflow(app, outbound, run_id="r-9").result() == 1
+    spans = exporter.get_finished_spans()
+    (step,) = by_name(spans, "surestep.step call_out")
+    (http,) = by_name(spans, "http GET")
+    assert step.context is not None and http.parent is not None
+    assert http.parent.span_id == step.context.span_id
+    assert step.attributes is not None and step.attributes["surestep.step.outcome"] == "success"
+    assert step.attributes["surestep.run.id"] == "r-9"
+    assert step.start_time is not None and http.start_time is not None
+    assert step.start_time <= http.start_time

@@ -15,7 +15,8 @@ the stored history, so a scrape stays cheap at millions of finished runs:
 - reviews: open tasks (``state = 'open'``), and tasks created within the window;
 - auto-recovery: failed attempts finished within the window (``surestep_attempts_by_finished``);
 - model calls, their cost and confidences, and confidence drift: see
-  :mod:`surestep.observe.quality`.
+  :mod:`surestep.observe.quality`; the scrape path reads them in the background
+  (:mod:`surestep.observe.model_feed`).
 
 >>> figures = ClusterFigures(app.store, app.clock).read()      # doctest: +SKIP
 >>> figures.runs[("invoice", "pending")]                        # doctest: +SKIP
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from surestep.clock import Clock
-from surestep.observe.drift import DriftReport, DriftSettings
-from surestep.observe.quality import ModelFigures, read_model_figures
+from surestep.observe.drift import DriftSettings
+from surestep.observe.model_feed import ModelFeed
+from surestep.observe.quality import ModelFigures
 from surestep.review.policy import percentile
 from surestep.review.records import ReviewStats
 from surestep.review.stats import OVERRIDES
@@ -43,9 +45,6 @@ from surestep.storage.transient import retry_transient
 UNFINISHED = ("pending", "running", "waiting", "needs_review", "dead_letter")
 #: The states a run finishes in; counted within the window only.
 FINISHED = ("success", "failed", "cancelled")
-#: How long drift reports are reused between reads (scrapes every few seconds would
-#: otherwise each sort up to 10,000 samples per step and model).
-DRIFT_CACHE_SECONDS = 60.0
 #: The default window of the rates and the finished counts: one hour.
 DEFAULT_WINDOW = 3600.0
 
@@ -130,7 +129,14 @@ def _nested(pairs: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
 
 
 class ClusterFigures:
-    """Reads :class:`Figures` from ``store`` (composition: its ``reading()`` cursor)."""
+    """Reads :class:`Figures` from ``store`` (composition: its ``reading()`` cursor).
+
+    ``model_feed``: where the model figures come from. By default they are read with the
+    rest, in the same snapshot; the scrape path passes a :class:`ModelFeed` reading them
+    in the background instead (:func:`surestep.observe.collector.cluster_registry`), and
+    shows the last ones read (none on its very first scrape); its collector starts each
+    read after a scrape (:meth:`ModelFeed.refresh`).
+    """
 
     def __init__(
         self,
@@ -138,16 +144,24 @@ class ClusterFigures:
         clock: Clock,
         window: float = DEFAULT_WINDOW,
         drift: DriftSettings | None = None,
+        model_feed: ModelFeed | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
-        self.window = window
+        self._window = window
         #: the windows of the drift verdicts: their own, not ``window`` (see DriftSettings)
         self.drift = drift or DriftSettings()
         self.reconnect_timeout = store.reconnect_timeout
-        # Drift compares an hour with a week: it moves slowly, and reading it is the
-        # dearest part of a scrape, so it is read at most once a DRIFT_CACHE_SECONDS.
-        self._drift: tuple[float, list[DriftReport]] | None = None
+        self.background = model_feed is not None
+        self.model_feed = model_feed or ModelFeed(store, window, self.drift)
+
+    @property
+    def window(self) -> float:
+        return self._window
+
+    @window.setter
+    def window(self, seconds: float) -> None:
+        self._window = self.model_feed.window = seconds
 
     @retry_transient
     def read(self, now: float | None = None) -> Figures:
@@ -163,13 +177,10 @@ class ClusterFigures:
             workflows = sorted({w for w, _ in runs} | {w for w, _ in finished})
             created = _created(cur, sorted(set(workflows) | set(reviewed)), since, at)
             failed, recovered = _recovery(cur, since, at)
-            known = self._drift
-            fresh = known is not None and 0 <= at - known[0] < DRIFT_CACHE_SECONDS
-            llm = read_model_figures(
-                cur, since, at, self.drift, known[1] if fresh and known else None
-            )
-        if not fresh:
-            self._drift = (at, llm.drift)
+            if self.background:
+                llm = self.model_feed.last() or ModelFigures(drift_settings=self.drift)
+            else:
+                llm = self.model_feed.read_with(cur, at)
         return Figures(
             at=at,
             window=self.window,

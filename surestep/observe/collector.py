@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from surestep.errors import ConfigurationError
-from surestep.observe.cluster import UNFINISHED, ClusterFigures, Figures
+from surestep.observe.cluster import DEFAULT_WINDOW, UNFINISHED, ClusterFigures, Figures
+from surestep.observe.model_feed import ModelFeed
 from surestep.observe.quality import CONFIDENCE_BUCKETS, ModelFigures
+from surestep.storage import open_store
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -42,7 +44,11 @@ class ClusterCollector:
         return []
 
     def collect(self) -> Iterator[Any]:
-        yield from families(self.figures.read())
+        figures = self.figures.read()
+        yield from families(figures)
+        if self.figures.background:
+            # Once this scrape's answer is made: the read would otherwise compete with it.
+            self.figures.model_feed.refresh(figures.at)
 
 
 def families(f: Figures) -> Iterator[Any]:
@@ -198,21 +204,38 @@ def _model_families(m: ModelFigures, window: str) -> Iterator[Any]:
     yield g
 
 
-def cluster_registry(app: App, window: float | None = None) -> CollectorRegistry:
-    """A registry of its own holding only the cluster-wide gauges of ``app``'s database."""
+def cluster_registry(
+    app: App, window: float | None = None, *, background: bool = False
+) -> CollectorRegistry:
+    """A registry of its own holding only the cluster-wide gauges of ``app``'s database.
+
+    ``background``: read the model figures off the scrape path (:class:`ModelFeed`), as
+    ``surestep metrics`` and ``surestep serve``'s ``/metrics`` do, so that a scrape costs
+    the same with a busy model-call ledger; the model families then show the figures read
+    last, and are empty on the very first scrape."""
     client = prometheus()
     registry: CollectorRegistry = client.CollectorRegistry(auto_describe=False)
-    figures = ClusterFigures(app.store, app.clock)
+    figures = ClusterFigures(app.store, app.clock, model_feed=_feed(app) if background else None)
     if window is not None:
         figures.window = window
     registry.register(ClusterCollector(figures))
     return registry
 
 
+def _feed(app: App) -> ModelFeed:
+    # A SQLite connection serves one statement at a time, the App's included: the
+    # background reads get a connection of their own, or a scrape would wait for them.
+    # PostgreSQL's pool hands them one already.
+    if app.database_url.split("://", 1)[0].lower() == "sqlite":
+        return ModelFeed(open_store(app.database_url), DEFAULT_WINDOW, owns_store=True)
+    return ModelFeed(app.store, DEFAULT_WINDOW)
+
+
 def serve_cluster_metrics(
     app: App, port: int = 9465, host: str = "127.0.0.1", window: float | None = None
 ) -> Any:
-    """Serve the cluster-wide gauges at ``http://host:port/metrics`` from a daemon thread;
-    returns (server, thread)."""
+    """Serve the cluster-wide gauges at ``http://host:port/metrics`` from a daemon thread,
+    the model figures read in the background; returns (server, thread)."""
     client = prometheus()
-    return client.start_http_server(port, addr=host, registry=cluster_registry(app, window))
+    registry = cluster_registry(app, window, background=True)
+    return client.start_http_server(port, addr=host, registry=registry)

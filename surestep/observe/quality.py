@@ -148,12 +148,16 @@ def _calls(
 
 
 def _successes(cur: Cursor, since: float, until: float) -> tuple[dict[str, int], dict[str, float]]:
-    # Grouped by run before the join: one lookup per run, not per call.
+    # Grouped by run first: one lookup per run, not per call. A correlated subquery, not
+    # a join: with thousands of runs in the window, PostgreSQL planned the join as a hash
+    # join over every stored run (a sequential scan of a million rows); the subquery is a
+    # primary-key lookup per run on both databases.
     cur.execute(
         "SELECT c.workflow, COUNT(*), SUM(c.cost) FROM (SELECT run_id, workflow,"
         " SUM(cost_usd) AS cost FROM surestep_llm_calls WHERE started_at BETWEEN ? AND ?"
-        " GROUP BY run_id, workflow) c JOIN surestep_runs r ON r.id = c.run_id"
-        " WHERE r.state = 'success' GROUP BY c.workflow",
+        " GROUP BY run_id, workflow) c"
+        " WHERE (SELECT r.state FROM surestep_runs r WHERE r.id = c.run_id) = 'success'"
+        " GROUP BY c.workflow",
         (since, until),
     )
     rows = cur.fetchall()

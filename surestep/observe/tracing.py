@@ -15,7 +15,11 @@ What is traced (docs/traces.md):
   deadline breaches.
 - ``surestep.step <step>``: one attempt of a step, a child of its slice, with the run
   id, position, attempt and outcome; a compensation is a step span with
-  ``surestep.step.compensation`` set.
+  ``surestep.step.compensation`` set. Its span is made when the attempt ends, with its
+  start time and every attribute given at once (the cheapest way through the SDK), or
+  as soon as something needs it as a parent (a model call, :meth:`Tracing.step_span`);
+  a span processor's ``on_start`` therefore sees it late. Only the slice span of a run
+  the sampler dropped is made.
 
 Extension point: a layer that calls out from inside a step (the LLM layer's GenAI
 ``chat <model>`` spans) makes its spans children of :meth:`Tracing.step_span` with
@@ -25,6 +29,7 @@ Extension point: a layer that calls out from inside a step (the LLM layer's GenA
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from time import time_ns
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -54,12 +59,23 @@ if TYPE_CHECKING:
 _ERRORS = frozenset({State.FAILED, State.DEAD_LETTER, State.CANCELLED})
 
 
+class _Attempt:
+    """A step attempt in flight: when it began, and its span once one was needed."""
+
+    __slots__ = ("span", "started", "step")
+
+    def __init__(self, step: StepContext, started: int) -> None:
+        self.step = step
+        self.started = started  # time.time_ns() at before_step
+        self.span: Span | None = None
+
+
 @dataclass
 class _Slice:
     span: Span
     workflow: str
     context: Context  # with ``span`` current: the parent of its step spans, made once
-    steps: dict[int, Span] = field(default_factory=dict)  # attempts in flight, by position
+    steps: dict[int, _Attempt] = field(default_factory=dict)  # in flight, by position
 
 
 class Tracing:
@@ -117,6 +133,11 @@ class Tracing:
             kind=SpanKind.CONSUMER,
             attributes={"surestep.run.id": run_id, "surestep.workflow": workflow},
         )
+        if not span.is_recording():
+            # Not sampled (or the API's no-op tracer): its step spans would be dropped
+            # too, since every sampler the SDK ships decides a child of an unsampled span
+            # the same way, so none is made: an unsampled run costs one span a slice.
+            return
         self._slices[run_id] = _Slice(span, workflow, trace.set_span_in_context(span))
 
     def run_state(
@@ -136,8 +157,12 @@ class Tracing:
             return
         # Attempts whose outcome was never committed (the lease was lost, the worker
         # failed): ended here, so no span is left open.
-        for span in found.steps.values():
-            span.set_attribute("surestep.step.outcome", "interrupted")
+        for attempt in found.steps.values():
+            span = attempt.span
+            if span is None:
+                span = self._start_step_span(found, attempt, "interrupted")
+            else:
+                span.set_attribute("surestep.step.outcome", "interrupted")
             span.set_status(Status(StatusCode.ERROR, "the slice ended before the attempt"))
             span.end()
         found.span.end()
@@ -148,8 +173,31 @@ class Tracing:
         found = self._slices.get(step.run_id)
         if found is None:  # subscribed while the run was executing
             return
-        # Few attributes: each costs the SDK a validation on the per-step path; the
-        # workflow is on the slice span, the step's name in the span's.
+        # No span yet: it is made when the attempt ends, with every attribute known,
+        # in one call (the SDK validates attributes one by one, and each later
+        # set_attribute takes the span's lock); or earlier, if something needs it as
+        # a parent while the attempt runs (a model call, step_span()).
+        found.steps[step.position] = _Attempt(step, time_ns())
+
+    def step_finished(self, step: StepContext, state: State, seconds: float) -> None:
+        found = self._slices.get(step.run_id)
+        attempt = None if found is None else found.steps.pop(step.position, None)
+        if found is None or attempt is None:
+            return
+        outcome = state.value
+        span = attempt.span
+        if span is None:
+            span = self._start_step_span(found, attempt, outcome)
+        else:
+            span.set_attribute("surestep.step.outcome", outcome)
+        if state is not State.SUCCESS:
+            span.set_status(Status(StatusCode.ERROR, f"attempt ended {outcome}"))
+        span.end()
+
+    def _start_step_span(
+        self, found: _Slice, attempt: _Attempt, outcome: str | None = None
+    ) -> Span:
+        step = attempt.step
         attributes: dict[str, str | int | bool] = {
             "surestep.run.id": step.run_id,
             "surestep.step.position": step.position,
@@ -157,34 +205,37 @@ class Tracing:
         }
         if step.position < 0:
             attributes["surestep.step.compensation"] = True
-        found.steps[step.position] = self.tracer.start_span(
+        if outcome is not None:
+            attributes["surestep.step.outcome"] = outcome
+        return self.tracer.start_span(
             f"surestep.step {step.name}",
             context=found.context,
             attributes=attributes,
+            start_time=attempt.started,
         )
 
-    def step_finished(self, step: StepContext, state: State, seconds: float) -> None:
-        found = self._slices.get(step.run_id)
-        span = None if found is None else found.steps.pop(step.position, None)
-        if span is None:
-            return
-        span.set_attribute("surestep.step.outcome", state.value)
-        if state != State.SUCCESS:
-            span.set_status(Status(StatusCode.ERROR, f"attempt ended {state.value}"))
-        span.end()
+    def _step_span(self, run_id: str, position: int) -> Span | None:
+        found = self._slices.get(run_id)
+        attempt = None if found is None else found.steps.get(position)
+        if found is None or attempt is None:
+            return None
+        if attempt.span is None:
+            attempt.span = self._start_step_span(found, attempt)
+        return attempt.span
 
     def step_span(self, step: StepContext) -> Span | None:
         """The span of a step attempt in flight in this process (from inside a step:
-        ``tracing.step_span(surestep.current_step())``), to parent an extension's spans."""
-        found = self._slices.get(step.run_id)
-        return None if found is None else found.steps.get(step.position)
+        ``tracing.step_span(surestep.current_step())``), to parent an extension's spans;
+        None outside a traced slice, or in a run the sampler dropped."""
+        return self._step_span(step.run_id, step.position)
 
     def model_call(self, call: ModelCall) -> None:
         """A GenAI ``chat <model>`` span for a model call, a child of its step attempt's
         span, timed as the call was (OpenTelemetry's GenAI conventions)."""
-        found = self._slices.get(call.run_id)
-        parent = None if found is None else found.steps.get(call.position)
-        if parent is None or call.cached:
+        if call.cached:
+            return
+        parent = self._step_span(call.run_id, call.position)
+        if parent is None:
             return
         started = int(call.started_at * 1e9)
         span = self.tracer.start_span(

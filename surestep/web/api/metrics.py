@@ -20,10 +20,12 @@ _lock = threading.Lock()
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request, user: Operator, app: SurestepApp) -> Response:
-    """The cluster-wide gauges (one database read)."""
+    """The cluster-wide gauges (one database read; the model figures as read last, in
+    the background)."""
     client = prometheus()
     with _lock:
         registry = getattr(request.app.state, "cluster_registry", None)
         if registry is None:
-            registry = request.app.state.cluster_registry = cluster_registry(app)
+            registry = cluster_registry(app, background=True)
+            request.app.state.cluster_registry = registry
     return Response(client.generate_latest(registry), media_type=client.CONTENT_TYPE_LATEST)
