@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from surestep import App
+from surestep.storage.workers import WorkerStore
+
 
 class WorkerProcess:
     """One worker process; its side effects go to ``LOG_DIR/<pid>.log``."""
@@ -43,6 +46,17 @@ class WorkerProcess:
         # Reap it: until then its pid still answers kill(pid, 0), and the other workers
         # would take it for alive and wait for its leases to lapse.
         self.proc.wait(timeout=30)
+
+    def wait_serving(self, app: App, timeout: float = 60.0) -> None:
+        """Wait until this worker has announced itself in the database: its signal
+        handlers are in place by then, so a SIGTERM is a graceful stop (one that lands
+        while the process is still importing kills it, status -15)."""
+        workers = WorkerStore(app.store)
+        self.wait_until(
+            lambda: any(w.pid == self.pid for w in workers.live(time.time())),
+            "the worker serving",
+            timeout,
+        )
 
     def stop(self) -> int:
         """SIGTERM, the graceful shutdown; return the exit status."""

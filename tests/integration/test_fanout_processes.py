@@ -52,6 +52,7 @@ def test_a_map_of_1000_children_over_two_workers_one_killed(db_url: str, tmp_pat
         workers[0].wait_until(lambda: finished_children() >= 200, "200 children done")
         workers[0].kill()  # mid-map, with children of its own running
         workers.append(processes.WorkerProcess(argv, tmp_path, tmp_path / "w2.err"))
+        workers[-1].wait_serving(app)  # so that the SIGTERM below is a graceful stop
         deadline = time.monotonic() + 120
         while handle.state != State.SUCCESS:
             assert time.monotonic() < deadline, f"map not done: {finished_children()} children"

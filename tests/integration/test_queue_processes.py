@@ -56,6 +56,7 @@ def test_a_queue_limit_held_across_three_workers_with_kills(db_url: str, tmp_pat
         workers[1].wait_until(lambda: done() >= 150, "150 runs done")
         workers[1].kill()
         start()
+        workers[-1].wait_serving(app)  # so that the SIGTERM below is a graceful stop
         deadline = time.monotonic() + 180
         while done() < total:
             assert time.monotonic() < deadline, f"only {done()} of {total} runs done"
