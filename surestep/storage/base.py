@@ -35,51 +35,27 @@ from surestep.storage.rows import (
     StepOutcome,
     placement_columns,
 )
+from surestep.storage.statements import (
+    CLAIM_COLUMNS,
+    EVENT_INSERT,
+    FENCED_ATTEMPT_INSERT,
+    STEP_UPSERT,
+    TWO_EVENTS_INSERT,
+)
 from surestep.storage.transient import retry_transient
 
-__all__ = ["ClaimedRun", "Cursor", "RecordedStep", "SQLStore", "StepOutcome", "check_outcome"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "EVENT_INSERT",
+    "ClaimedRun",
+    "Cursor",
+    "RecordedStep",
+    "SQLStore",
+    "StepOutcome",
+    "check_outcome",
+]
 
 log = logging.getLogger("surestep.storage")
-
-
-#: What a claim reads of each due run (``available_at`` last, to order by).
-CLAIM_COLUMNS = (
-    "id, state, workflow, workflow_version, inputs, lease_token, parent_id, compensating,"
-    " trace_context, available_at"
-)
-
-
-EVENT_INSERT = (
-    "INSERT INTO surestep_events"
-    " (run_id, position, step, from_state, to_state, at, actor, reason, attempt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-_STEP_UPSERT = (
-    "INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,"
-    " started_at, finished_at, next_attempt_at, compensation, inputs)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,"
-    " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
-    " finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,"
-    " compensation = excluded.compensation, inputs = excluded.inputs"
-)
-
-#: An attempt, inserted only if the run is still held under the lease token given.
-_FENCED_ATTEMPT_INSERT = (
-    "INSERT INTO surestep_attempts"
-    " (run_id, position, attempt, state, started_at, finished_at, worker, error)"
-    " SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM surestep_runs"
-    " WHERE id = ? AND lease_token = ? AND state = 'running' {lock})"
-    " ON CONFLICT (run_id, position, attempt) DO NOTHING"
-)
-
-#: A step attempt's two transitions (into running, and out of it) in one statement.
-_TWO_EVENTS_INSERT = (
-    "INSERT INTO surestep_events"
-    " (run_id, position, step, from_state, to_state, at, actor, reason, attempt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 class SQLStore(RunQueries):
@@ -355,7 +331,7 @@ class SQLStore(RunQueries):
         # or failed. The attempt is inserted only while the lease holds (the fence).
         attempt_state = State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED
         cur.execute(
-            _FENCED_ATTEMPT_INSERT.format(lock=self.lock_fence),
+            FENCED_ATTEMPT_INSERT.format(lock=self.lock_fence),
             (
                 run_id,
                 o.position,
@@ -375,7 +351,7 @@ class SQLStore(RunQueries):
             self._fence(cur, run_id, token)
             return
         cur.execute(
-            _STEP_UPSERT,
+            STEP_UPSERT,
             (
                 run_id,
                 o.position,
@@ -392,7 +368,7 @@ class SQLStore(RunQueries):
             ),
         )
         cur.execute(
-            _TWO_EVENTS_INSERT,
+            TWO_EVENTS_INSERT,
             (
                 *(run_id, o.position, o.name, o.from_state, State.RUNNING),
                 *(o.started_at, worker, None, o.attempt),
