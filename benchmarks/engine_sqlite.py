@@ -121,7 +121,7 @@ def one_round(
     t0, cpu0 = time.perf_counter(), time.process_time()
     asyncio.run(worker.run_async(until=lambda: len(finished) >= workflows))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    group = store._group  # type: ignore[attr-defined]
+    group = store.group_commit  # type: ignore[attr-defined]
     figures = {
         "elapsed": elapsed,
         "cpu": cpu,

@@ -64,7 +64,7 @@ def in_one_batch(
         except BaseException as exc:
             results[i] = exc
 
-    group = store._group
+    group = store.group_commit
     with store._lock:  # the leader (the first thread) waits here; the rest queue
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(writes))]
         threads[0].start()
@@ -92,12 +92,12 @@ def test_checkpoints_queued_during_a_commit_share_the_next_one(app: App) -> None
     store = app.store
     assert isinstance(store, SQLiteStore)
     runs = claimed(app, RUNS)
-    before = (store._group.commits, store._group.writes, store.synced_commits)
+    before = (store.group_commit.commits, store.group_commit.writes, store.synced_commits)
     writes = [lambda run=run: store.record_step(run.id, run.token, "w", outcome()) for run in runs]
     assert in_one_batch(store, writes) == [None] * RUNS
     commits, batched, synced = (
-        store._group.commits - before[0],
-        store._group.writes - before[1],
+        store.group_commit.commits - before[0],
+        store.group_commit.writes - before[1],
         store.synced_commits - before[2],
     )
     # The leader's own checkpoint, then the other five together: two fsyncs for six.

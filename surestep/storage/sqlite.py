@@ -43,7 +43,9 @@ class SQLiteStore(CoordinationStore):
         self.path = path
         self._lock = threading.Lock()
         self._synced = synchronous.lower() == "full"
-        self._group = GroupCommit(self._commit_write, lambda: self._conn.in_transaction)
+        #: Batches the checkpoints of this process's runs (its ``commits`` and ``writes``
+        #: count the transactions and the checkpoints they held).
+        self.group_commit = GroupCommit(self._commit, lambda: self._conn.in_transaction)
         #: Write transactions committed with an fsync of their own, and without.
         self.synced_commits = 0
         self.unsynced_commits = 0
@@ -104,24 +106,12 @@ class SQLiteStore(CoordinationStore):
             except sqlite3.DatabaseError as exc:  # this run's alone, in a batch
                 raise self._explain(exc) from None
 
-        self._group.submit(write)
+        self.group_commit.submit(write)
 
-    def _commit_write(self, write: Callable[[Cursor], None]) -> None:
-        """``write`` in one committed (synced) write transaction: ``transaction()``
-        without the context manager's cost, for the per-step path."""
-        with self._lock:
-            cur = self._conn.cursor()
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-                write(cur)
-                cur.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.rollback()
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise self._explain(exc) from None
-                raise
-            self.synced_commits += 1
+    def _commit(self, write: Callable[[Cursor], None]) -> None:
+        """``write`` in one write transaction: the group commit's."""
+        with self.transaction() as cur:
+            write(cur)
 
     @contextmanager
     def _transaction(self, begin: str, synced: bool = True) -> Iterator[Cursor]:
@@ -133,13 +123,11 @@ class SQLiteStore(CoordinationStore):
                 cur.execute(begin)
                 yield cur
                 cur.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
+            except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.rollback()
-                raise self._explain(exc) from None
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.rollback()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._explain(exc) from None
                 raise
             finally:
                 if not synced:
