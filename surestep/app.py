@@ -494,7 +494,8 @@ class App(LLMMethods, FlowMethods):
 
     def prune(self, older_than: timedelta, *, batch: int = 1000) -> int:
         """Delete finished runs (success, failed, cancelled) last changed more than
-        ``older_than`` ago, with their steps, attempts and events; return how many.
+        ``older_than`` ago, with their steps, attempts, events, model calls, messages and
+        maps' bookkeeping; return how many. Review tasks and decisions are kept.
 
         Deletes ``batch`` runs per transaction, so it never holds locks for long.
         Dead-lettered and unfinished runs are kept, whatever their age.

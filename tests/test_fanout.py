@@ -6,11 +6,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
 import surestep
 from surestep import App, ChildRunError, ConfigurationError, Retry, State
+from surestep.clock import FakeClock
 from surestep.flow.store import MapStore
 from surestep.testing import drive, run_workflow
 
@@ -243,3 +245,40 @@ def test_a_map_created_before_its_counts_were_sharded_still_completes(app: App) 
     assert gauge.peak <= 2
     [progress] = MapStore(app.store).progress(handle.id)
     assert (progress.total, progress.done, progress.failed, progress.held) == (9, 9, 0, 0)
+
+
+def test_prune_deletes_a_maps_rows_and_a_runs_messages_with_the_run(
+    app: App, clock: FakeClock
+) -> None:
+    fan_app(app, Gauge())
+
+    @app.workflow(name="approval")
+    def approval() -> object:
+        return surestep.wait_for_event("approved")
+
+    old_map = app.start("squares", 70, 70)  # 70 children: more than the 64 shards
+    old_wait = app.start(approval)
+    app.send_event(old_wait.id, "approved", {"by": "alice"})
+    app.send_event(old_wait.id, "unrelated", {})  # never consumed, pruned all the same
+    drive(app, until=lambda: old_map.state == old_wait.state == State.SUCCESS, concurrency=16)
+    clock.advance(40 * 86400)
+    new_map = app.start("squares", 3, 3)
+    new_wait = app.start(approval)
+    app.send_event(new_wait.id, "approved", {"by": "bob"})
+    drive(app, until=lambda: new_map.state == new_wait.state == State.SUCCESS)
+
+    def rows(table: str, column: str, run_id: str) -> int:
+        with app.store.reading() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (run_id,))
+            count: int = cur.fetchone()[0]
+            return count
+
+    owned = [("surestep_maps", "parent_id"), ("surestep_map_shards", "parent_id")]
+    assert [rows(t, c, old_map.id) for t, c in owned] == [1, 64]
+    assert rows("surestep_messages", "run_id", old_wait.id) == 2
+    assert app.prune(older_than=timedelta(days=30)) == 72  # two runs and 70 children
+    assert [rows(t, c, old_map.id) for t, c in owned] == [0, 0]
+    assert rows("surestep_messages", "run_id", old_wait.id) == 0
+    assert [rows(t, c, new_map.id) for t, c in owned] == [1, 3]
+    assert rows("surestep_messages", "run_id", new_wait.id) == 1
+    assert new_map.result() == [0, 1, 4] and new_wait.result() == {"by": "bob"}

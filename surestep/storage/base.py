@@ -39,6 +39,7 @@ from surestep.storage.statements import (
     CLAIM_COLUMNS,
     EVENT_INSERT,
     FENCED_ATTEMPT_INSERT,
+    PRUNED_WITH_RUN,
     STEP_UPSERT,
     TWO_EVENTS_INSERT,
 )
@@ -548,10 +549,12 @@ class SQLStore(RunQueries):
 
     @retry_transient
     def prune(self, before: float, batch: int = 1000) -> int:
-        """Delete finished runs last changed before ``before`` (epoch seconds), with their
-        steps, attempts and events, ``batch`` runs per transaction; return how many.
+        """Delete finished runs last changed before ``before`` (epoch seconds), with
+        what is theirs (``PRUNED_WITH_RUN``), ``batch`` runs per transaction; return how
+        many.
 
-        Dead-lettered, waiting and running runs are never pruned.
+        Dead-lettered, waiting and running runs are never pruned. Review tasks and
+        decisions are kept: they are the audit trail, and the data thresholds learn from.
         """
         total = 0
         while True:
@@ -569,13 +572,8 @@ class SQLStore(RunQueries):
                 # Runs first: the event log's trigger lets events go only once their
                 # run is gone.
                 cur.execute(f"DELETE FROM surestep_runs WHERE id IN ({marks})", ids)
-                for table in (
-                    "surestep_steps",
-                    "surestep_attempts",
-                    "surestep_events",
-                    "surestep_llm_calls",
-                ):
-                    cur.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+                for table, column in PRUNED_WITH_RUN:
+                    cur.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
             total += len(ids)
 
     # -- pieces -------------------------------------------------------------------

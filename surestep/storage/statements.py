@@ -41,3 +41,15 @@ TWO_EVENTS_INSERT = (
     " (run_id, position, step, from_state, to_state, at, actor, reason, attempt)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+#: What a run owns, by the column that names it: ``prune`` deletes it with the run
+#: (each through an index that leads with that column).
+PRUNED_WITH_RUN = (
+    ("surestep_steps", "run_id"),
+    ("surestep_attempts", "run_id"),
+    ("surestep_events", "run_id"),
+    ("surestep_llm_calls", "run_id"),
+    ("surestep_messages", "run_id"),
+    ("surestep_maps", "parent_id"),
+    ("surestep_map_shards", "parent_id"),
+)

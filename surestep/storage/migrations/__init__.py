@@ -72,6 +72,7 @@ _MARKERS: dict[str, dict[int, str]] = {
         17: "surestep_queues",
         18: "surestep_console_sessions",
         19: "surestep_map_shards",
+        20: "surestep_messages_by_run",
     }
     for dialect, marker_6 in (
         ("sqlite", "surestep_runs_state_insert"),
