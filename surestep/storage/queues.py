@@ -45,10 +45,13 @@ KEYS_SQL = (
     " FROM keys WHERE keys.k IS NOT NULL) SELECT k FROM keys WHERE k IS NOT NULL"
 )
 #: The head of one key of a queue (``{key}``: ``concurrency_key = ?`` or ``IS NULL``).
+#: Ordered by the key first (one value here, so the same order) so that the head of the
+#: runs without a key, too, is read from the key index: in the queue's own index, those
+#: runs may lie past a whole backlog of keyed ones.
 KEY_HEAD_SQL = (
     f"SELECT * FROM (SELECT {_CANDIDATE} FROM surestep_runs WHERE queue = ?"
     " AND {key} AND state IN ('pending', 'waiting') AND available_at <= ?"
-    " AND {served} ORDER BY priority DESC, available_at LIMIT ?) AS due"
+    " AND {served} ORDER BY concurrency_key, priority DESC, available_at LIMIT ?) AS due"
 )
 #: A queue's running runs, per key.
 RUNNING_SQL = (
