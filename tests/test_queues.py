@@ -15,6 +15,7 @@ from surestep import App, ConfigurationError, State
 from surestep.storage.queues import (
     HEAD_SQL,
     KEY_HEAD_SQL,
+    KEY_HEADS_LATERAL_SQL,
     KEYS_SQL,
     RUNNING_SQL,
     QueueStore,
@@ -285,6 +286,10 @@ def test_queued_claims_read_indexes_with_a_deep_backlog(app: App, db_url: str) -
     # runs in the table have none).
     no_key = KEY_HEAD_SQL.format(key="concurrency_key IS NULL", served=served)
     queries["surestep_runs_claimable_by_key  "] = (no_key, ["llm", now + 1e6, *params, 2])
+    if app.store.lateral_joins:  # type: ignore[attr-defined]
+        heads = KEY_HEADS_LATERAL_SQL.format(served=served)  # every key's head at once
+        args = [["t1", "t2"], [2, 1], "llm", now + 1e6, *params]
+        queries["surestep_runs_claimable_by_key   "] = (heads, args)
     for index, (sql, args) in queries.items():
         plan = _plan(app, db_url, sql, args)
         assert index.strip() in plan, (index, plan)

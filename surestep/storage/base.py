@@ -71,6 +71,9 @@ class SQLStore(RunQueries):
     lock_for_update = ""
     #: Run when a run becomes claimable, to wake idle workers (PostgreSQL: NOTIFY).
     notify_sql: str | None = None
+    #: Whether statements may take arrays and lateral joins (PostgreSQL), so that one
+    #: statement of fixed text serves any number of values.
+    lateral_joins = False
     #: How often an idle worker polls when nothing wakes it.
     default_poll_interval = 0.1
     #: How long an operation is retried through transient errors (a server restart).
