@@ -30,7 +30,14 @@ def test_a_run_resumed_after_a_sigkill_is_one_trace(tmp_path: Path) -> None:
         handle = app.start("slow_steps", run_id="traced-1")
         first = worker(tmp_path, "first")
         try:
-            first.wait_until(lambda: len(first.log_lines()) >= 2, "two steps done")
+            # Killed once two steps' spans are out, so every checkpointed step has its
+            # span: one checkpointed but killed before its span was exported (a window
+            # of microseconds) would be replayed by the second worker, with no span.
+            spans_file = logs / f"spans-{first.pid}.jsonl"
+            first.wait_until(
+                lambda: spans_file.exists() and spans_file.read_text().count("\n") >= 2,
+                "two steps' spans exported",
+            )
         finally:
             first.kill()
         assert handle.state != State.SUCCESS, "the kill landed after the run finished"
