@@ -101,7 +101,7 @@ def test_postgresql_checks_per_step_states_by_a_domain_not_by_table_checks(
     postgres_schema_url: str,
 ) -> None:
     # A table's CHECK is planned again by every statement that writes the table; a
-    # domain's is cached per session (schema 20). The refusals themselves are above.
+    # domain's is cached per session (schema 21). The refusals themselves are above.
     store = open_store(postgres_schema_url)
     try:
         with store.reading() as cur:
@@ -139,7 +139,7 @@ def test_per_step_rows_written_before_the_checks_do_not_stop_the_upgrade(
     old.close()
     upgraded = open_store(postgres_schema_url)
     try:
-        assert upgraded.schema_version() >= 20
+        assert upgraded.schema_version() >= 21
         with upgraded.reading() as cur:
             cur.execute("SELECT COUNT(*) FROM surestep_events WHERE to_state = 'exploded'")
             assert cur.fetchone()[0] == 1
