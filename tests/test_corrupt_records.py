@@ -44,11 +44,8 @@ def allow_unknown_states(app: App, db_url: str) -> None:
             for verb in ("insert", "update"):
                 raw_sql(app, f"DROP TRIGGER IF EXISTS surestep_{table}_state_{verb}")
     else:
-        for table in ("runs", "steps", "attempts", "events"):
-            raw_sql(
-                app,
-                f"ALTER TABLE surestep_{table} DROP CONSTRAINT IF EXISTS surestep_{table}_state",
-            )
+        raw_sql(app, "ALTER TABLE surestep_runs DROP CONSTRAINT IF EXISTS surestep_runs_state")
+        raw_sql(app, "ALTER DOMAIN surestep_state DROP CONSTRAINT surestep_state_check")
 
 
 def settled(app: App, *run_ids: str) -> bool:

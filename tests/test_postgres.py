@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from conftest import POSTGRES_URL, require_postgres  # tests/conftest.py
 
+import surestep.storage.postgres_ends as ends
 from surestep import App, LeaseLostError, State
 from surestep.storage import StepOutcome, open_store
 
@@ -194,6 +195,36 @@ def test_a_finish_retried_after_its_acknowledgement_was_lost_ends_the_run_once(
             store.finish("r", claimed.token, "w1", State.SUCCESS, 4.0, output="1")
     finally:
         store.close()
+
+
+def test_a_runs_end_commits_without_waiting_for_the_wal_flush_and_a_claim_waits(
+    postgres_schema_url: str,
+) -> None:
+    open_store(postgres_schema_url).close()  # the schema
+    with psycopg.connect(postgres_schema_url) as conn:  # a transaction to look into
+        conn.execute(
+            "INSERT INTO surestep_runs (id, workflow, workflow_version, state,"
+            " inputs, created_at, updated_at, available_at)"
+            " VALUES ('r', 'wf', '1', 'pending', '{}', 1, 1, 1)"
+        )
+        conn.commit()
+
+        def synchronous_commit() -> str:
+            row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+            assert row is not None
+            return str(row[0])
+
+        server = synchronous_commit()
+        assert server != "off"  # as PostgreSQL ships; else this test proves nothing
+        claimed = conn.execute(ends.CLAIM, ends.claim_params("w1", WF, 1, 2.0, 30.0)).fetchall()
+        assert [row[0] for row in claimed] == ["r"]
+        assert synchronous_commit() == server  # a lost claim would reissue its token
+        ending = ends.Ending("r", 1, "w1", State.SUCCESS, 3.0)
+        row = conn.execute(ends.finish_sql(()), ends.finish_params(ending, {})).fetchone()
+        assert row is not None and row[1]  # ended
+        assert synchronous_commit() == "off"  # for this transaction's commit only
+        conn.commit()
+        assert synchronous_commit() == server
 
 
 def test_end_listeners_are_called_whenever_their_probe_says_they_have_work(

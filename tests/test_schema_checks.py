@@ -95,3 +95,53 @@ def test_rows_written_before_the_checks_do_not_stop_the_upgrade(db_url: str) -> 
         assert listed["odd"].state == "exploded" and listed["odd"].corrupt
     finally:
         upgraded.close()
+
+
+def test_postgresql_checks_per_step_states_by_a_domain_not_by_table_checks(
+    postgres_schema_url: str,
+) -> None:
+    # A table's CHECK is planned again by every statement that writes the table; a
+    # domain's is cached per session (schema 21). The refusals themselves are above.
+    store = open_store(postgres_schema_url)
+    try:
+        with store.reading() as cur:
+            cur.execute(
+                "SELECT table_name, column_name, domain_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name IN"
+                " ('surestep_steps', 'surestep_attempts', 'surestep_events')"
+                " AND column_name IN ('state', 'from_state', 'to_state') ORDER BY 1, 2"
+            )
+            columns = cur.fetchall()
+            cur.execute(
+                "SELECT conname FROM pg_constraint WHERE contype = 'c' AND conrelid IN"
+                " (SELECT oid FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
+                " AND relname IN ('surestep_steps', 'surestep_attempts', 'surestep_events'))"
+            )
+            table_checks = cur.fetchall()
+    finally:
+        store.close()
+    assert columns == [
+        ("surestep_attempts", "state", "surestep_state"),
+        ("surestep_events", "from_state", "surestep_state"),
+        ("surestep_events", "to_state", "surestep_state"),
+        ("surestep_steps", "state", "surestep_state"),
+    ]
+    assert table_checks == []
+
+
+def test_per_step_rows_written_before_the_checks_do_not_stop_the_upgrade(
+    postgres_schema_url: str,
+) -> None:
+    old = open_at(postgres_schema_url, 5)
+    write(old, RUN_INSERT, "odd", "running", 1.0)
+    for sql, _ in PER_STEP_ROWS:
+        write(old, sql.replace("'r1'", "'odd'"))
+    old.close()
+    upgraded = open_store(postgres_schema_url)
+    try:
+        assert upgraded.schema_version() >= 21
+        with upgraded.reading() as cur:
+            cur.execute("SELECT COUNT(*) FROM surestep_events WHERE to_state = 'exploded'")
+            assert cur.fetchone()[0] == 1
+    finally:
+        upgraded.close()

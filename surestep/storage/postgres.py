@@ -49,7 +49,9 @@ _OPTIONS = {"pool_size": "the most connections this App opens (default 8)"}
 
 # The whole per-step checkpoint in one statement, so it costs one round trip and the
 # commit: data-modifying CTEs share one snapshot, and each later insert runs only if the
-# fence held and the attempt was not recorded before (a retried commit).
+# fence held and the attempt was not recorded before (a retried commit). A data-modifying
+# CTE runs to its end whether or not it is read, so only the fence is returned: the
+# step's and the events' RETURNING lists cost executor work and nothing reads them.
 _RECORD_STEP = """
 WITH fence AS (
     SELECT 1 FROM surestep_runs
@@ -75,7 +77,6 @@ WITH fence AS (
         output = excluded.output, error = excluded.error, attempts = excluded.attempts,
         finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
         compensation = excluded.compensation, inputs = excluded.inputs
-    RETURNING 1
 ), events AS (
     INSERT INTO surestep_events
         (run_id, position, step, from_state, to_state, at, actor, reason, attempt)
@@ -87,9 +88,8 @@ WITH fence AS (
     ) AS e (n, from_state, to_state, at, reason)
     WHERE EXISTS (SELECT 1 FROM attempt)
     ORDER BY e.n
-    RETURNING 1
 )
-SELECT EXISTS (SELECT 1 FROM fence), (SELECT COUNT(*) FROM events)
+SELECT EXISTS (SELECT 1 FROM fence)
 """
 
 

@@ -109,6 +109,16 @@ ENDED_BY = (
     " AND state = %(state)s AND updated_at = %(now)s AND lease_owner IS NULL"
 )
 
+#: Evaluated once by a statement, commits its transaction without waiting for the WAL
+#: flush (``SQLStore.unsynced``): the next synchronous commit, this worker's next claim
+#: or checkpoint or anyone's, makes it durable with itself, as the WAL is written in
+#: order. For a run's end only: a server that crashes loses what it had not flushed, and
+#: an end lost so is redone (the run, still running under a lease nobody renews, is
+#: recovered and replayed from its checkpoints to the same end). A claim lost so would
+#: hand its lease token out a second time while the worker holding it lives on, so
+#: claims commit synchronously.
+UNSYNCED = "set_config('synchronous_commit', 'off', true)"
+
 #: Unfinished children of the ending run: cancelled when it ends other than in success.
 _CHILDREN = (
     "ending.state IN ('failed', 'cancelled') AND EXISTS (SELECT 1 FROM surestep_runs AS c"
@@ -155,7 +165,7 @@ WITH ending (run_id, state, notify) AS MATERIALIZED (
     SELECT pg_notify('{CHANNEL}', '') FROM ended, ending WHERE ending.notify
 )
 SELECT (SELECT yes FROM quiet), EXISTS (SELECT 1 FROM ended),
-    EXISTS ({ENDED_BY}), (SELECT COUNT(*) FROM woken)
+    EXISTS ({ENDED_BY}), (SELECT COUNT(*) FROM woken), {UNSYNCED}
 """
 
 

@@ -73,10 +73,13 @@ _MARKERS: dict[str, dict[int, str]] = {
         18: "surestep_console_sessions",
         19: "surestep_map_shards",
         20: "surestep_messages_by_run",
+        21: marker_21,
     }
-    for dialect, marker_6 in (
-        ("sqlite", "surestep_runs_state_insert"),
-        ("postgresql", "surestep_runs_state"),
+    # SQLite's schema 21 creates nothing: a schema 20 that lost its record is taken for
+    # 21, which is the same schema there.
+    for dialect, marker_6, marker_21 in (
+        ("sqlite", "surestep_runs_state_insert", "surestep_messages_by_run"),
+        ("postgresql", "surestep_runs_state", "surestep_state_check"),
     )
 }
 
