@@ -16,6 +16,8 @@ from test_fanout import Gauge  # a sibling module
 import surestep
 from surestep import App, ChildRunError, Retry, State
 from surestep.flow.store import HELD, SHARDS, MapStore
+from surestep.review.rows import TaskSpec
+from surestep.review.store import ReviewStore
 from surestep.storage.rows import Placement
 from surestep.testing import drive
 
@@ -177,6 +179,57 @@ def test_a_limited_map_releases_every_child_and_counts_each_end(app: App) -> Non
     assert handle.result() == list(range(count))
     assert progress(app, handle.id) == (count, count, 0, 0)
     assert 1 <= gauge.peak <= 6
+
+
+def test_a_child_ending_with_an_open_review_task_closes_it_and_counts(app: App) -> None:
+    """Another end listener's work (the review store closing a run's open tasks) is not
+    skipped by a map's child ending in one statement: its probe sends the end down the
+    general path."""
+    map_app(app)
+    parent = app.start("many", 0, None, False).id
+    now = app.clock.now()
+    [run] = app.store.claim("w", [("many", "1")], 1, now, 30)
+    inputs = [f'{{"n": {n}}}' for n in range(2 * SHARDS)]  # shards of two
+    maps = MapStore(app.store)
+    maps.start(run.id, run.token, "w", 0, "map:child", ("child", "1"), inputs, 200, False, now)
+    tokens = {c.id: c.token for c in app.store.claim("w", [("child", "1")], 200, now, 30)}
+    first, second = f"{parent}:0:000", f"{parent}:0:001"
+    spec = TaskSpec(kind="step", workflow="child", payload="{}")
+    [task, _] = ReviewStore(app.store).open_at(first, tokens[first], "w", 3, "ask", spec, now)
+    for child in (first, second):
+        app.store.finish(child, tokens[child], "w", State.SUCCESS, now, parent_id=parent)
+    with app.store.reading() as cur:
+        cur.execute("SELECT state FROM surestep_review_tasks WHERE id = ?", (task,))
+        assert cur.fetchone()[0] == "cancelled"
+        cur.execute(
+            "SELECT shard, done FROM surestep_map_shards WHERE parent_id = ? AND shard < 2"
+            " ORDER BY shard",
+            (parent,),
+        )
+        assert [tuple(row) for row in cur.fetchall()] == [(0, 1), (1, 1)]
+    assert [app.get_run(c).state for c in (first, second)] == [State.SUCCESS] * 2
+
+
+def test_a_child_failing_with_children_of_its_own_cancels_them_and_counts(app: App) -> None:
+    map_app(app)
+    parent = app.start("many", 0, None, False).id
+    now = app.clock.now()
+    [run] = app.store.claim("w", [("many", "1")], 1, now, 30)
+    inputs = [f'{{"n": {n}}}' for n in range(2 * SHARDS)]  # shards of two
+    maps = MapStore(app.store)
+    maps.start(run.id, run.token, "w", 0, "map:child", ("child", "1"), inputs, 200, False, now)
+    tokens = {c.id: c.token for c in app.store.claim("w", [("child", "1")], 200, now, 30)}
+    first = f"{parent}:0:000"
+    grandchild = f"{first}:4"
+    app.store.start_child(
+        first, tokens[first], "w", 4, "run_child", grandchild, "child", "1", '{"n": 9}', now
+    )
+    error = '{"type": "ValueError", "message": "bad"}'
+    app.store.finish(first, tokens[first], "w", State.FAILED, now, error=error, parent_id=parent)
+    assert app.get_run(grandchild).state == State.CANCELLED
+    assert app.get_run(first).state == State.FAILED
+    [found] = maps.progress(parent)
+    assert (found.done, found.failed) == (1, 1)
 
 
 @pytest.mark.timeout(180)
