@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from surestep.storage.postgres_ends import ENDED_BY
+from surestep.storage.postgres_ends import ENDED_BY, UNSYNCED
 from surestep.storage.rows import Placement
 
 #: Every child of a map and its "pending" event, from arrays in input order (ids,
@@ -114,7 +114,7 @@ WITH ending (run_id, state) AS MATERIALIZED (
     RETURNING 1
 )
 SELECT (SELECT yes FROM quiet), EXISTS (SELECT 1 FROM ended), EXISTS ({ended_by}),
-    (SELECT COUNT(*) FROM counted)
+    (SELECT COUNT(*) FROM counted), {unsynced}
 """
 
 
@@ -124,7 +124,7 @@ def child_end_sql(probes: tuple[str, ...]) -> str:
     over ``ending.run_id`` and ``ending.state``) says another end listener has work.
     Its columns are those of ``postgres_ends.finish_sql``."""
     busy = " OR ".join(f"({probe})" for probe in probes) or "FALSE"
-    return _CHILD_END.format(busy=busy.replace("%", "%%"), ended_by=ENDED_BY)
+    return _CHILD_END.format(busy=busy.replace("%", "%%"), ended_by=ENDED_BY, unsynced=UNSYNCED)
 
 
 #: ``:<position>:<index>`` after the parent's id: a map's child's id (``child_id``).

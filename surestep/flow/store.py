@@ -192,7 +192,7 @@ class MapStore:
         ids = [child_id(run_id, position, i, children.width) for i in range(len(inputs))]
         placements = list(children.placements) or [None] * len(inputs)
         reason = f"started by run {run_id}"
-        if self.store.dialect == "postgresql":  # one statement, from arrays
+        if self.store.lateral_joins:  # PostgreSQL: one statement, from arrays
             values = (run_id, *children.workflow, now, released, HELD, reason)
             cur.execute(
                 statements.CREATE_CHILDREN,

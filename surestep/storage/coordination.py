@@ -73,9 +73,6 @@ class CoordinationStore(SQLStore):
     end_probes: dict[EndListener, EndProbe] = {}  # noqa: RUF012 - replaced, never mutated
     ready_checks: dict[str, ReadyCheck] = {}  # noqa: RUF012 - replaced, never mutated
     end_statements: dict[EndListener, EndStatement] = {}  # noqa: RUF012 - as end_probes
-    #: Which SQL beyond the portable this store speaks ("postgresql": arrays, CTEs that
-    #: write), for features that have statements of their own for it (surestep.flow).
-    dialect = ""
 
     @retry_transient
     def finish(

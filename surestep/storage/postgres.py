@@ -131,7 +131,6 @@ class PostgresStore(CoordinationStore):
     lock_for_update = "FOR UPDATE"
     notify_sql = f"SELECT pg_notify('{CHANNEL}', '')"
     lateral_joins = True
-    dialect = "postgresql"
     default_poll_interval = 1.0  # NOTIFY does the waking; polling is the fallback
 
     def __init__(self, url: str, *, upgrade_to: int | None = None) -> None:
