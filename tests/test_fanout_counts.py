@@ -181,18 +181,25 @@ def test_a_limited_map_releases_every_child_and_counts_each_end(app: App) -> Non
     assert 1 <= gauge.peak <= 6
 
 
-def test_a_child_ending_with_an_open_review_task_closes_it_and_counts(app: App) -> None:
-    """Another end listener's work (the review store closing a run's open tasks) is not
-    skipped by a map's child ending in one statement: its probe sends the end down the
-    general path."""
+def two_per_shard(app: App) -> tuple[str, dict[str, int], MapStore, float]:
+    """A parent whose map has two children per shard, all claimed by worker ``w``: the
+    parent's id, the children's lease tokens, the map store and the time."""
     map_app(app)
     parent = app.start("many", 0, None, False).id
     now = app.clock.now()
     [run] = app.store.claim("w", [("many", "1")], 1, now, 30)
-    inputs = [f'{{"n": {n}}}' for n in range(2 * SHARDS)]  # shards of two
+    inputs = [f'{{"n": {n}}}' for n in range(2 * SHARDS)]
     maps = MapStore(app.store)
     maps.start(run.id, run.token, "w", 0, "map:child", ("child", "1"), inputs, 200, False, now)
     tokens = {c.id: c.token for c in app.store.claim("w", [("child", "1")], 200, now, 30)}
+    return parent, tokens, maps, now
+
+
+def test_a_child_ending_with_an_open_review_task_closes_it_and_counts(app: App) -> None:
+    """Another end listener's work (the review store closing a run's open tasks) is not
+    skipped by a map's child ending in one statement: its probe sends the end down the
+    general path."""
+    parent, tokens, _, now = two_per_shard(app)
     first, second = f"{parent}:0:000", f"{parent}:0:001"
     spec = TaskSpec(kind="step", workflow="child", payload="{}")
     [task, _] = ReviewStore(app.store).open_at(first, tokens[first], "w", 3, "ask", spec, now)
@@ -211,14 +218,7 @@ def test_a_child_ending_with_an_open_review_task_closes_it_and_counts(app: App) 
 
 
 def test_a_child_failing_with_children_of_its_own_cancels_them_and_counts(app: App) -> None:
-    map_app(app)
-    parent = app.start("many", 0, None, False).id
-    now = app.clock.now()
-    [run] = app.store.claim("w", [("many", "1")], 1, now, 30)
-    inputs = [f'{{"n": {n}}}' for n in range(2 * SHARDS)]  # shards of two
-    maps = MapStore(app.store)
-    maps.start(run.id, run.token, "w", 0, "map:child", ("child", "1"), inputs, 200, False, now)
-    tokens = {c.id: c.token for c in app.store.claim("w", [("child", "1")], 200, now, 30)}
+    parent, tokens, maps, now = two_per_shard(app)
     first = f"{parent}:0:000"
     grandchild = f"{first}:4"
     app.store.start_child(
