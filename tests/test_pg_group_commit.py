@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import surestep.storage.postgres_steps as steps
 from surestep import App, State
 from surestep.errors import LeaseLostError, StorageError
 from surestep.storage import ClaimedRun, StepOutcome
@@ -203,3 +204,30 @@ def _frames() -> Iterator[Any]:
     while frame is not None:
         yield frame
         frame = frame.f_back  # type: ignore[assignment]
+
+
+def test_a_batch_does_not_wait_for_a_locked_run_while_holding_its_neighbours(
+    app: App, postgres_schema_url: str
+) -> None:
+    """A heartbeat's UPDATE locks this worker's runs in an order of its own: a batch that
+    locked some of them and waited for another would deadlock with it."""
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    runs = claimed(app, RUNS)
+    locked = runs[3]
+    checkpoints = [steps.step_params(r.id, r.token, "w", outcome()) for r in runs]
+    errors: list[BaseException | None] = [None] * RUNS
+    with psycopg.connect(postgres_schema_url) as other:
+        other.execute("SELECT 1 FROM surestep_runs WHERE id = %s FOR UPDATE", (locked.id,))
+        batch = threading.Thread(target=store._record_many, args=(checkpoints, errors))
+        batch.start()
+        # The neighbours commit while the locked run's row is still held...
+        wait_for(lambda: all(rows_of(postgres_schema_url, r.id) == (1, 1, 2) for r in runs[4:]))
+        assert rows_of(postgres_schema_url, runs[0].id) == (1, 1, 2)
+        assert rows_of(postgres_schema_url, locked.id) == (0, 0, 0)
+        # ...so the other transaction can lock them as well, and end.
+        other.execute("SELECT 1 FROM surestep_runs WHERE id = %s FOR UPDATE", (runs[0].id,))
+    batch.join(timeout=30)
+    assert errors == [None] * RUNS
+    for run in runs:
+        assert rows_of(postgres_schema_url, run.id) == (1, 1, 2), run.id

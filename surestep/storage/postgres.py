@@ -345,7 +345,9 @@ class PostgresStore(CoordinationStore):
         A transient failure (the connection lost, the ack with it) fails the batch as a
         whole: each thread retries its own checkpoint, which finds it recorded if it was.
         Any other failure is one row's (a constraint): the batch is written again one
-        checkpoint at a time, so that the others commit and it alone fails."""
+        checkpoint at a time, so that the others commit and it alone fails. A run the
+        statement left out (fenced off, or its row locked by another transaction) is
+        then written alone, which raises ``LeaseLostError`` if it was fenced off."""
         try:
             with self._connection() as conn:
                 held = {
@@ -355,23 +357,27 @@ class PostgresStore(CoordinationStore):
         except StorageError as exc:
             if exc.transient:
                 raise
-            return self._record_each(checkpoints, errors)
-        for i, checkpoint in enumerate(checkpoints):
-            if checkpoint["run"] not in held:
-                errors[i] = _lease_lost(checkpoint)
-        return 1
+            self.batch_fallbacks += 1
+            return self._record_each(checkpoints, range(len(checkpoints)), errors)
+        left_out = [i for i, c in enumerate(checkpoints) if c["run"] not in held]
+        return 1 + self._record_each([checkpoints[i] for i in left_out], left_out, errors)
 
     def _record_each(
-        self, checkpoints: Sequence[dict[str, Any]], errors: list[BaseException | None]
+        self,
+        checkpoints: Sequence[dict[str, Any]],
+        places: Sequence[int],
+        errors: list[BaseException | None],
     ) -> int:
-        """Each checkpoint in a statement and a commit of its own."""
-        for i, checkpoint in enumerate(checkpoints):
+        """Each checkpoint in a statement and a commit of its own, its error noted at its
+        place in ``errors``; returns how many committed."""
+        committed = 0
+        for place, checkpoint in zip(places, checkpoints, strict=True):
             try:
                 self._record_one(checkpoint)
+                committed += 1
             except Exception as exc:
-                errors[i] = exc
-        self.batch_fallbacks += 1
-        return len(checkpoints) - sum(error is not None for error in errors)
+                errors[place] = exc
+        return committed
 
     def listen(self, on_notify: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_notify`` (from a thread) whenever a run becomes claimable.

@@ -63,10 +63,13 @@ SELECT EXISTS (SELECT 1 FROM fence)
 
 # The checkpoints of several runs (one each: a run has one step in flight), passed as one
 # array per column and fenced row by row, each by its own run's lease token. Returns the
-# runs whose fence held, the others get LeaseLostError. Rows are locked in id order, so
-# that two batches sharing runs (a run taken over while its old worker still writes)
-# cannot deadlock on their order. Its events keep the order of a run's: both events of
-# one checkpoint are numbered together.
+# runs whose fence held. A run's row that another transaction has locked (a heartbeat
+# renewing this worker's leases, a cancel) is skipped, not waited for: waiting for one
+# row while holding the others would deadlock with a statement that locks the same rows
+# in another order (a heartbeat's UPDATE does). The store writes a run left out, whether
+# skipped or fenced off, on its own afterwards, where it can wait holding nothing, and
+# learns there whether its lease still holds. The two events of a checkpoint are
+# numbered together, in order.
 RECORD_STEPS = """
 WITH input AS (
     SELECT * FROM unnest(%(run)s::text[], %(token)s::bigint[], %(position)s::integer[],
@@ -80,7 +83,7 @@ WITH input AS (
         compensation, inputs, n)
 ), fence AS (
     SELECT r.id FROM surestep_runs r JOIN input i ON r.id = i.run AND r.lease_token = i.token
-    WHERE r.state = 'running' ORDER BY r.id FOR SHARE OF r
+    WHERE r.state = 'running' FOR SHARE OF r SKIP LOCKED
 ), attempt AS (
     INSERT INTO surestep_attempts
         (run_id, position, attempt, state, started_at, finished_at, worker, error)
