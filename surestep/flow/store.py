@@ -22,6 +22,12 @@ with held children (whose ``released`` pointer it moves). Lock order, everywhere
 parent's row (a child's end takes a key-share lock on it: ends of one map do not block
 each other, a cancel of the parent waits for them), the child's, its shard's, the map's,
 the next held child's.
+
+On PostgreSQL both of a map's busiest writes are one statement each
+(:mod:`surestep.flow.map_statements`): the children and their events are created from
+arrays, and a child's end that only counts (it completes no shard, the map holds no
+child back, it is no failure of a fail-fast map, the child is in no queue) is written
+like a plain run's end, in one round trip. The other ends take the path above.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import surestep.flow.map_statements as statements
 from surestep.states import State
 from surestep.storage.base import EVENT_INSERT
 from surestep.storage.coordination import CoordinationStore
@@ -118,6 +126,7 @@ class MapStore:
         store.end_listeners = (*store.end_listeners, maps._on_run_end)
         store.end_probes = {**store.end_probes, maps._on_run_end: _END_PROBE}
         store.ready_checks = {**store.ready_checks, "map": maps._ready}
+        store.end_statements = {**store.end_statements, maps._on_run_end: maps._end_statement}
         return maps
 
     @retry_transient
@@ -179,11 +188,19 @@ class MapStore:
     def _children(
         self, cur: Cursor, run_id: str, position: int, children: _Children, now: float
     ) -> None:
-        cur.execute("SELECT trace_context FROM surestep_runs WHERE id = ?", (run_id,))
-        trace = cur.fetchone()[0]
         inputs, released = children.inputs, children.released
         ids = [child_id(run_id, position, i, children.width) for i in range(len(inputs))]
         placements = list(children.placements) or [None] * len(inputs)
+        reason = f"started by run {run_id}"
+        if self.store.lateral_joins:  # PostgreSQL: one statement, from arrays
+            values = (run_id, *children.workflow, now, released, HELD, reason)
+            cur.execute(
+                statements.CREATE_CHILDREN,
+                statements.create_params(values, ids, inputs, placements),
+            )
+            return
+        cur.execute("SELECT trace_context FROM surestep_runs WHERE id = ?", (run_id,))
+        trace = cur.fetchone()[0]
         cur.executemany(
             "INSERT INTO surestep_runs (id, workflow, workflow_version, state, inputs,"
             " created_at, updated_at, available_at, parent_id, trace_context, queue,"
@@ -203,7 +220,6 @@ class MapStore:
                 for i, text in enumerate(inputs)
             ],
         )
-        reason = f"started by run {run_id}"
         cur.executemany(
             EVENT_INSERT,
             [
@@ -213,6 +229,13 @@ class MapStore:
         )
 
     # -- a child ends ------------------------------------------------------------------
+
+    def _end_statement(
+        self, run_id: str, parent_id: str, probes: tuple[str, ...]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """A child's end in one statement, on PostgreSQL (see ``map_statements``)."""
+        params = statements.child_end_params(run_id, parent_id, SHARDS)
+        return None if params is None else (statements.child_end_sql(probes), params)
 
     def _on_run_end(
         self,

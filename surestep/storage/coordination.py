@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from surestep.errors import (
     CorruptRecordError,
@@ -57,6 +58,12 @@ _MAP_CHILD = re.compile(r"^:\d+:\d+$")
 #: Whether what a run waits for (``"<kind>:<key>"``, given the run id and the key) has
 #: happened, for kinds of wait that features add (a map's children all finished).
 ReadyCheck = Callable[[Cursor, str, str], bool]
+#: An end listener's own one-statement end of a child run, with its work in it (a map's
+#: child counting itself), for a store that ends runs in one statement (PostgreSQL):
+#: given the run's and its parent's ids and the other listeners' probes, the statement's
+#: SQL (the columns of ``postgres_ends.finish_sql``) and its parameters beyond the
+#: finish's; None when it has none for this run.
+EndStatement = Callable[[str, str, tuple[str, ...]], tuple[str, dict[str, Any]] | None]
 
 
 class CoordinationStore(SQLStore):
@@ -65,6 +72,7 @@ class CoordinationStore(SQLStore):
     end_listeners: tuple[EndListener, ...] = ()
     end_probes: dict[EndListener, EndProbe] = {}  # noqa: RUF012 - replaced, never mutated
     ready_checks: dict[str, ReadyCheck] = {}  # noqa: RUF012 - replaced, never mutated
+    end_statements: dict[EndListener, EndStatement] = {}  # noqa: RUF012 - as end_probes
 
     @retry_transient
     def finish(

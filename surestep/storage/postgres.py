@@ -23,7 +23,7 @@ from surestep.errors import (
     MissingDependencyError,
     StorageError,
 )
-from surestep.states import State, check_run_transition, check_step_transition
+from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
 from surestep.storage.group_commit import GroupCommit
@@ -300,11 +300,38 @@ class PostgresStore(CoordinationStore):
                     return
                 if quiet:
                     raise LeaseLostError(f"run {run_id!r} is no longer held by {worker}")
+        elif (
+            to_state in TERMINAL
+            and parent_id is not None
+            and self._end_child_in_one(ending, fields, parent_id)
+        ):
+            return
         try:
             super().finish(run_id, token, worker, to_state, now, parent_id=parent_id, **fields)
         except LeaseLostError:
             if not self._ended_by(ending):
                 raise
+
+    def _end_child_in_one(self, ending: ends.Ending, fields: dict[str, Any], parent: str) -> bool:
+        """A child's end in the one statement of the end listener it concerns (a map's
+        child counting itself, see ``end_statements``), if it has one for this run and
+        no other listener has work: whether the run was ended (or had been, by this very
+        finish). False: the general path ends it."""
+        for owner, statement in self.end_statements.items():
+            others = [f for f in self.end_listeners if f != owner]
+            probes = tuple(self.end_probes[f] for f in others if f in self.end_probes)
+            if len(probes) < len(others):
+                continue  # a listener that cannot tell whether it has work
+            found = statement(ending.run_id, parent, (ends._CHILDREN, *probes))
+            if found is None:
+                continue
+            sql, extra = found
+            params = ends.finish_params(ending, fields) | extra
+            quiet, ended, already = self._finish_in_one(sql, params)
+            if quiet and not (ended or already):
+                raise LeaseLostError(f"run {ending.run_id!r} is no longer held by {ending.worker}")
+            return ended or already
+        return False
 
     @retry_transient
     def _finish_in_one(self, sql: str, params: dict[str, Any]) -> tuple[bool, bool, bool]:
