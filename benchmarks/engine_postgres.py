@@ -127,7 +127,13 @@ def worker_main(url: str, concurrency: int, out: Path, observe: str = "off") -> 
     print("ready", flush=True)
     sys.stdin.readline()
     app.worker(concurrency=concurrency, poll_interval=0.05).run()
-    out.write_text(json.dumps(latencies))
+    # The store's own count of the checkpoints' commits (none in a surestep before
+    # group commit on PostgreSQL: one commit each).
+    group = getattr(app.store, "group_commit", None)
+    counts = {"commits": len(latencies), "writes": len(latencies)}
+    if group is not None:
+        counts = {"commits": group.commits, "writes": group.writes}
+    out.write_text(json.dumps({"latencies": latencies, **counts}))
     app.close()
 
 
@@ -275,7 +281,8 @@ def measure(
             stop_workers(procs)
         server1 = server_counters(conn, application)
     files = [folder / f"lat{i}.json" for i in range(config.processes)]
-    latencies = sorted(x for f in files for x in json.loads(f.read_text()))
+    outs = [json.loads(f.read_text()) for f in files]
+    latencies = sorted(x for o in outs for x in o["latencies"])
     fsyncs, wal_bytes, commits = (b - a for a, b in zip(server0, server1, strict=True))
     return {
         "elapsed": cpu1.at - cpu0.at,
@@ -285,6 +292,8 @@ def measure(
         "fsyncs": fsyncs,
         "wal_bytes": wal_bytes,
         "commits": commits,
+        "checkpoint_commits": sum(o["commits"] for o in outs),
+        "checkpoints": sum(o["writes"] for o in outs),
         **cpu1.since(cpu0),
     }
 
@@ -409,6 +418,10 @@ def report_one(args: argparse.Namespace, config: Config, m: dict[str, Any]) -> N
         f"  WAL: {m['fsyncs'] / total:.2f} fsyncs/step ({m['fsyncs'] / m['elapsed']:,.0f}/s), "
         f"{m['wal_bytes'] / total / 1024:.1f} KiB/step (server-wide)"
     )
+    print(
+        f"  checkpoints: {_batch(m):.2f} per commit "
+        f"(the store's own count: {m['checkpoint_commits'] / total:.2f} commits/step)"
+    )
     print(f"  bottleneck: {bottleneck(m, config.processes, args.fsync)}")
 
 
@@ -449,8 +462,14 @@ def report_against(args: argparse.Namespace, results: dict[Config, dict[str, Any
             f"  {config.label:7} steps/s {f['rate']:,.0f} / {b['rate']:,.0f} = "
             f"{f['rate'] / b['rate']:.2f}x; CPU us/step worker {f['worker']:.0f} / "
             f"{b['worker']:.0f}, server {f['server']:.0f} / {b['server']:.0f}, sum "
-            f"{f['worker'] + f['server']:.0f} / {b['worker'] + b['server']:.0f}"
+            f"{f['worker'] + f['server']:.0f} / {b['worker'] + b['server']:.0f}; "
+            f"checkpoints/commit {_batch(m):.2f} / {_batch(base):.2f}"
         )
+
+
+def _batch(m: dict[str, Any]) -> float:
+    """Checkpoints per commit of them, by the workers' stores' own counts."""
+    return float(m["checkpoints"]) / max(m["checkpoint_commits"], 1)
 
 
 def server_settings(url: str) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """Group commit: the checkpoints of several runs of one process share one transaction,
-and so one fsync.
+and so one fsync (and on PostgreSQL one statement and one round trip).
 
 A thread that has a checkpoint to write and finds no thread committing becomes the
 *leader* and commits its write at once (no timer, no wait: a lone run pays nothing
@@ -14,12 +14,18 @@ to another worker, a constraint) is rolled back alone and its thread gets the er
 while its neighbours' writes commit. An error that ends the whole transaction (a full
 disk, the file locked past the busy timeout) reaches every thread of the batch whose
 write was not committed, and each retries on its own.
+
+What a batch is written with is the store's: SQLite runs each write in its savepoint
+(``GroupCommit.of_writes``); PostgreSQL writes the whole batch in one statement, and
+falls back to one transaction per checkpoint when that statement fails as a whole
+(``surestep.storage.postgres_steps``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from surestep.errors import StorageError
 from surestep.storage.rows import Cursor
@@ -30,46 +36,71 @@ Write = Callable[[Cursor], None]
 #: Runs a function in one committed write transaction (rolled back if it raises).
 Committer = Callable[[Write], None]
 
+#: What a thread submits: a write (SQLite) or the values of one (PostgreSQL).
+Item = TypeVar("Item")
 
-class _Entry:
-    """A queued write, and the lock its thread sleeps on until it is woken."""
+#: Commits one item alone; raises what its write raised.
+CommitOne = Callable[[Item], None]
 
-    __slots__ = ("done", "error", "sleep", "write")
+#: Commits several items together, noting in ``errors`` (same order) the error of each
+#: item that was not committed while the others were; raises if none was committed.
+#: Returns how many transactions it committed.
+CommitMany = Callable[[Sequence[Item], list[BaseException | None]], int]
 
-    def __init__(self, write: Write) -> None:
-        self.write = write
+
+class _Entry(Generic[Item]):
+    """A queued item, and the lock its thread sleeps on until it is woken."""
+
+    __slots__ = ("done", "error", "item", "sleep")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
         self.sleep = threading.Lock()
         self.sleep.acquire()  # released by whoever wakes the thread
         self.done = False
         self.error: BaseException | None = None
 
 
-class GroupCommit:
-    """Commits writes, batching those that arrive while a commit is in progress."""
+class GroupCommit(Generic[Item]):
+    """Commits items, batching those that arrive while a commit is in progress.
 
-    def __init__(self, commit: Committer, in_transaction: Callable[[], bool]) -> None:
-        self._commit = commit
-        self._in_transaction = in_transaction
+    ``commit_one`` writes a lone item (a thread that found no commit in progress, or a
+    batch of one); ``commit_many`` writes a batch of two or more."""
+
+    def __init__(self, commit_one: CommitOne[Item], commit_many: CommitMany[Item]) -> None:
+        self._commit_one = commit_one
+        self._commit_many = commit_many
         self._lock = threading.Lock()
-        self._queue: list[_Entry] = []  # never holds anything while nobody leads
+        self._queue: list[_Entry[Item]] = []  # never holds anything while nobody leads
         self._leading = False
-        #: How many transactions committed, and how many writes they held (writes /
+        #: How many transactions committed, and how many items they held (writes /
         #: commits is the mean batch size).
         self.commits = 0
         self.writes = 0
 
-    def submit(self, write: Write) -> None:
-        """Run ``write`` in a committed transaction; raise what it raised."""
+    @staticmethod
+    def of_writes(commit: Committer, in_transaction: Callable[[], bool]) -> GroupCommit[Write]:
+        """A group commit of writes, each batch one transaction with a savepoint per
+        write (SQLite's)."""
+
+        def many(writes: Sequence[Write], errors: list[BaseException | None]) -> int:
+            commit(lambda cur: _in_savepoints(cur, writes, errors, in_transaction))
+            return 1
+
+        return GroupCommit(commit, many)
+
+    def submit(self, item: Item) -> None:
+        """Commit ``item``; raise what its write raised."""
         with self._lock:
             if not self._leading:
                 self._leading = True
                 entry = None
             else:
-                entry = _Entry(write)
+                entry = _Entry(item)
                 self._queue.append(entry)
         if entry is None:
             try:
-                self._commit(write)
+                self._commit_one(item)
                 self.commits += 1
                 self.writes += 1
             finally:
@@ -85,8 +116,7 @@ class GroupCommit:
         with self._lock:
             batch, self._queue = self._queue, []
         try:
-            self._commit(lambda cur: _in_savepoints(cur, batch, self._in_transaction))
-            self.commits += 1
+            self.commits += self._commit_batch(batch)
             self.writes += len(batch)
         except BaseException as exc:  # the transaction failed as a whole
             for entry in batch:
@@ -99,6 +129,17 @@ class GroupCommit:
                 if entry.sleep.locked():
                     entry.sleep.release()
 
+    def _commit_batch(self, batch: list[_Entry[Item]]) -> int:
+        if len(batch) == 1:  # an error rolls back the transaction: nothing else is in it
+            self._commit_one(batch[0].item)
+            return 1
+        errors: list[BaseException | None] = [None] * len(batch)
+        try:
+            return self._commit_many([entry.item for entry in batch], errors)
+        finally:  # the errors noted before a failure of the whole are each entry's own
+            for entry, error in zip(batch, errors, strict=True):
+                entry.error = error
+
     def _hand_over(self) -> None:
         """Give the lead to the first thread that queued during the commit, if any."""
         with self._lock:
@@ -108,21 +149,23 @@ class GroupCommit:
             successor.sleep.release()
 
 
-def _in_savepoints(cur: Cursor, batch: list[_Entry], in_transaction: Callable[[], bool]) -> None:
+def _in_savepoints(
+    cur: Cursor,
+    writes: Sequence[Write],
+    errors: list[BaseException | None],
+    in_transaction: Callable[[], bool],
+) -> None:
     """Run each write inside a savepoint: released when the write succeeded, rolled back
-    (its error kept for its own thread) when it failed."""
-    if len(batch) == 1:
-        batch[0].write(cur)  # an error rolls back the transaction: nothing else is in it
-        return
-    for entry in batch:
+    (its error noted for its own thread) when it failed."""
+    for i, write in enumerate(writes):
         cur.execute("SAVEPOINT surestep_write")
         try:
-            entry.write(cur)
+            write(cur)
         except Exception as exc:
             if not in_transaction():
                 raise  # the error ended the transaction: the whole batch fails
             cur.execute("ROLLBACK TO surestep_write")
-            entry.error = exc
+            errors[i] = exc
         cur.execute("RELEASE surestep_write")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import surestep.storage.postgres_ends as ends
+import surestep.storage.postgres_steps as steps
 from surestep.errors import (
     ConfigurationError,
     CorruptRecordError,
@@ -25,6 +26,7 @@ from surestep.errors import (
 from surestep.states import TERMINAL, State, check_run_transition, check_step_transition
 from surestep.storage.base import CLAIM_COLUMNS
 from surestep.storage.coordination import CoordinationStore
+from surestep.storage.group_commit import GroupCommit
 from surestep.storage.migrations import check_recorded, pending
 from surestep.storage.rows import ClaimedRun, Cursor, StepOutcome
 from surestep.storage.transient import postgres_transient, retry_transient
@@ -45,52 +47,6 @@ CHANNEL = ends.CHANNEL
 # as every surestep process uses the same one.
 _MIGRATION_LOCK = 0x5375_7265  # "Sure"
 _OPTIONS = {"pool_size": "the most connections this App opens (default 8)"}
-
-
-# The whole per-step checkpoint in one statement, so it costs one round trip and the
-# commit: data-modifying CTEs share one snapshot, and each later insert runs only if the
-# fence held and the attempt was not recorded before (a retried commit). A data-modifying
-# CTE runs to its end whether or not it is read, so only the fence is returned: the
-# step's and the events' RETURNING lists cost executor work and nothing reads them.
-_RECORD_STEP = """
-WITH fence AS (
-    SELECT 1 FROM surestep_runs
-    WHERE id = %(run)s AND lease_token = %(token)s AND state = 'running' FOR SHARE
-), attempt AS (
-    INSERT INTO surestep_attempts
-        (run_id, position, attempt, state, started_at, finished_at, worker, error)
-    SELECT %(run)s, %(position)s::integer, %(attempt)s::integer, %(attempt_state)s,
-        %(started)s::double precision, %(finished)s::double precision, %(worker)s,
-        %(error)s::text
-    WHERE EXISTS (SELECT 1 FROM fence)
-    ON CONFLICT (run_id, position, attempt) DO NOTHING
-    RETURNING 1
-), step AS (
-    INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,
-        started_at, finished_at, next_attempt_at, compensation, inputs)
-    SELECT %(run)s, %(position)s::integer, %(name)s, %(to_state)s, %(output)s::text,
-        %(error)s::text, %(attempt)s::integer, %(started)s::double precision,
-        %(finished)s::double precision, %(next_at)s::double precision,
-        %(compensation)s::text, %(inputs)s::text
-    WHERE EXISTS (SELECT 1 FROM attempt)
-    ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
-        output = excluded.output, error = excluded.error, attempts = excluded.attempts,
-        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
-        compensation = excluded.compensation, inputs = excluded.inputs
-), events AS (
-    INSERT INTO surestep_events
-        (run_id, position, step, from_state, to_state, at, actor, reason, attempt)
-    SELECT %(run)s, %(position)s::integer, %(name)s, e.from_state, e.to_state, e.at,
-        %(worker)s, e.reason, %(attempt)s::integer
-    FROM (VALUES
-        (1, %(from_state)s::text, 'running', %(started)s::double precision, NULL::text),
-        (2, 'running', %(to_state)s::text, %(finished)s::double precision, %(reason)s::text)
-    ) AS e (n, from_state, to_state, at, reason)
-    WHERE EXISTS (SELECT 1 FROM attempt)
-    ORDER BY e.n
-)
-SELECT EXISTS (SELECT 1 FROM fence)
-"""
 
 
 @functools.lru_cache(maxsize=256)
@@ -137,6 +93,14 @@ class PostgresStore(CoordinationStore):
         self.url, pool_size = _split_options(url)
         self._description = _redacted(self.url)
         self._probe()
+        #: Batches the checkpoints of this process's runs: one statement and one commit
+        #: for those ready at once (``commits`` and ``writes`` count the transactions and
+        #: the checkpoints they held).
+        self.group_commit: GroupCommit[dict[str, Any]] = GroupCommit(
+            self._record_one, self._record_many
+        )
+        #: Batches written again one checkpoint at a time (a row of theirs was refused).
+        self.batch_fallbacks = 0
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -387,36 +351,60 @@ class PostgresStore(CoordinationStore):
     @retry_transient
     def record_step(self, run_id: str, token: int, worker: str, outcome: StepOutcome) -> None:
         """The contract's per-step checkpoint (see ``SQLStore.record_step``), in one
-        round trip: fenced, idempotent and atomic like the portable version."""
-        o = outcome
-        check_step_transition(o.from_state, State.RUNNING)
-        check_step_transition(State.RUNNING, o.to_state)
-        params = {
-            "run": run_id,
-            "token": token,
-            "position": o.position,
-            "attempt": o.attempt,
-            "attempt_state": State.SUCCESS if o.to_state == State.SUCCESS else State.FAILED,
-            "started": o.started_at,
-            "finished": o.finished_at,
-            "worker": worker,
-            "error": o.error,
-            "name": o.name,
-            "to_state": o.to_state,
-            "from_state": o.from_state,
-            "output": o.output,
-            "next_at": o.next_attempt_at,
-            "reason": o.reason,
-            "compensation": o.compensation,
-            "inputs": o.inputs,
-        }
+        round trip: fenced, idempotent and atomic like the portable version. Committed
+        together with the checkpoints other threads of this process have ready (see
+        :mod:`.postgres_steps`)."""
+        check_step_transition(outcome.from_state, State.RUNNING)
+        check_step_transition(State.RUNNING, outcome.to_state)
+        self.group_commit.submit(steps.step_params(run_id, token, worker, outcome))
+
+    def _record_one(self, checkpoint: dict[str, Any]) -> None:
         with self._connection() as conn:
-            row = conn.execute(_RECORD_STEP, params).fetchone()
+            row = conn.execute(steps.RECORD_STEP, checkpoint).fetchone()
         if row is None or not row[0]:
-            raise LeaseLostError(
-                f"run {run_id!r} is no longer held under lease {token}: it was cancelled "
-                f"or another worker took it over"
-            )
+            raise _lease_lost(checkpoint)
+
+    def _record_many(
+        self, checkpoints: Sequence[dict[str, Any]], errors: list[BaseException | None]
+    ) -> int:
+        """Several runs' checkpoints in one statement; returns how many commits it took.
+
+        A transient failure (the connection lost, the ack with it) fails the batch as a
+        whole: each thread retries its own checkpoint, which finds it recorded if it was.
+        Any other failure is one row's (a constraint): the batch is written again one
+        checkpoint at a time, so that the others commit and it alone fails. A run the
+        statement left out (fenced off, or its row locked by another transaction) is
+        then written alone, which raises ``LeaseLostError`` if it was fenced off."""
+        try:
+            with self._connection() as conn:
+                held = {
+                    row[0]
+                    for row in conn.execute(steps.RECORD_STEPS, steps.batch_params(checkpoints))
+                }
+        except StorageError as exc:
+            if exc.transient:
+                raise
+            self.batch_fallbacks += 1
+            return self._record_each(checkpoints, range(len(checkpoints)), errors)
+        left_out = [i for i, c in enumerate(checkpoints) if c["run"] not in held]
+        return 1 + self._record_each([checkpoints[i] for i in left_out], left_out, errors)
+
+    def _record_each(
+        self,
+        checkpoints: Sequence[dict[str, Any]],
+        places: Sequence[int],
+        errors: list[BaseException | None],
+    ) -> int:
+        """Each checkpoint in a statement and a commit of its own, its error noted at its
+        place in ``errors``; returns how many committed."""
+        committed = 0
+        for place, checkpoint in zip(places, checkpoints, strict=True):
+            try:
+                self._record_one(checkpoint)
+                committed += 1
+            except Exception as exc:
+                errors[place] = exc
+        return committed
 
     def listen(self, on_notify: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_notify`` (from a thread) whenever a run becomes claimable.
@@ -482,6 +470,13 @@ class PostgresStore(CoordinationStore):
                     )
         except psycopg.Error as exc:
             raise _explain(exc, self._description) from None
+
+
+def _lease_lost(checkpoint: dict[str, Any]) -> LeaseLostError:
+    return LeaseLostError(
+        f"run {checkpoint['run']!r} is no longer held under lease {checkpoint['token']}: it "
+        f"was cancelled or another worker took it over"
+    )
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

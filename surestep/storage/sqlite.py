@@ -45,7 +45,7 @@ class SQLiteStore(CoordinationStore):
         self._synced = synchronous.lower() == "full"
         #: Batches the checkpoints of this process's runs (its ``commits`` and ``writes``
         #: count the transactions and the checkpoints they held).
-        self.group_commit = GroupCommit(self._commit, lambda: self._conn.in_transaction)
+        self.group_commit = GroupCommit.of_writes(self._commit, lambda: self._conn.in_transaction)
         #: Write transactions committed with an fsync of their own, and without.
         self.synced_commits = 0
         self.unsynced_commits = 0

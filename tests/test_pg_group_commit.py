@@ -1,0 +1,234 @@
+"""Group commit on PostgreSQL: the checkpoints of several runs written in one statement
+and one commit, and one run's failure its own.
+
+Batches are made deterministic with a row lock: another session locks the first run's
+row, so the first thread (the leader) waits inside its own checkpoint's fence; the
+others queue behind it. When the lock is released the leader commits its checkpoint,
+and the first queued thread then writes all the others in one statement.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+import surestep.storage.postgres_steps as steps
+from surestep import App, State
+from surestep.errors import LeaseLostError, StorageError
+from surestep.storage import ClaimedRun, StepOutcome
+from surestep.storage.postgres import PostgresStore
+
+RUNS = 6
+
+
+@pytest.fixture
+def app(postgres_schema_url: str) -> Iterator[App]:
+    app = App(postgres_schema_url)
+
+    @app.workflow(name="wf")
+    def wf() -> None:
+        return None
+
+    yield app
+    app.close()
+
+
+def claimed(app: App, count: int) -> list[ClaimedRun]:
+    for i in range(count):
+        app.start("wf", run_id=f"run-{i}")
+    [workflow] = app.registry.workflows()
+    # The App's clock, aligned to the server's: the runs are due by it, not by time.time().
+    runs = app.store.claim("w", [("wf", workflow.version)], count, app.clock.now(), 600)
+    assert len(runs) == count
+    return sorted(runs, key=lambda run: run.id)
+
+
+def outcome(name: Any = "step") -> StepOutcome:
+    now = time.time()
+    return StepOutcome(0, name, State.PENDING, State.SUCCESS, 1, now, now, output='"ok"')
+
+
+def in_one_batch(
+    app: App, url: str, first: ClaimedRun, writes: Sequence[Callable[[], None]]
+) -> list[BaseException | None]:
+    """Run ``writes`` from one thread each, the first one's fence held up by a lock on
+    ``first``'s row until all the others have queued; return what each raised."""
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    results: list[BaseException | None] = [None] * len(writes)
+
+    def call(i: int) -> None:
+        try:
+            writes[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    group = store.group_commit
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(writes))]
+    with psycopg.connect(url) as blocker:
+        blocker.execute("SELECT 1 FROM surestep_runs WHERE id = %s FOR UPDATE", (first.id,))
+        threads[0].start()
+        wait_for(lambda: group._leading)
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(group._queue) == len(writes) - 1)
+        blocker.rollback()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the threads never queued"
+        time.sleep(0.001)
+
+
+def rows_of(url: str, run_id: str) -> tuple[int, int, int]:
+    """How many step, attempt and step-event rows ``run_id`` has."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM surestep_steps WHERE run_id = %(r)s),"
+            " (SELECT COUNT(*) FROM surestep_attempts WHERE run_id = %(r)s),"
+            " (SELECT COUNT(*) FROM surestep_events WHERE run_id = %(r)s"
+            " AND position IS NOT NULL)",
+            {"r": run_id},
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_checkpoints_queued_during_a_commit_share_one_statement_and_a_stale_one_is_refused(
+    app: App, postgres_schema_url: str
+) -> None:
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    runs = claimed(app, RUNS)
+    stale = runs[3]
+    before = (store.group_commit.commits, store.group_commit.writes)
+
+    def write(run: ClaimedRun) -> None:
+        token = run.token - 1 if run is stale else run.token  # another worker has it now
+        store.record_step(run.id, token, "w", outcome())
+
+    results = in_one_batch(
+        app, postgres_schema_url, runs[0], [functools.partial(write, r) for r in runs]
+    )
+    errors = dict(zip([run.id for run in runs], results, strict=True))
+    assert isinstance(errors.pop(stale.id), LeaseLostError)
+    assert set(errors.values()) == {None}
+    # The leader's own checkpoint, then the other five in one statement: two commits.
+    commits = store.group_commit.commits - before[0]
+    assert (commits, store.group_commit.writes - before[1], store.batch_fallbacks) == (2, RUNS, 0)
+    for run in runs:
+        expected = (0, 0, 0) if run is stale else (1, 1, 2)
+        assert rows_of(postgres_schema_url, run.id) == expected, run.id
+        if run is stale:
+            continue
+        [step] = app.get_run(run.id).steps
+        assert step.state == State.SUCCESS and step.output == "ok"
+        # Each run has its own two step events, in order, none of its neighbours'.
+        step_events = [e for e in app.get_run(run.id).events if e.position == 0]
+        assert [(e.from_state, e.to_state) for e in step_events] == [
+            (State.PENDING, State.RUNNING),
+            (State.RUNNING, State.SUCCESS),
+        ]
+
+
+def test_a_checkpoint_a_constraint_refuses_fails_alone_and_nothing_of_it_is_written(
+    app: App, postgres_schema_url: str
+) -> None:
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    runs = claimed(app, RUNS)
+    broken = runs[2]
+
+    def write(run: ClaimedRun) -> None:
+        # A step without a name: NOT NULL refuses it, and with it the whole statement.
+        store.record_step(run.id, run.token, "w", outcome(None if run is broken else "step"))
+
+    results = in_one_batch(
+        app, postgres_schema_url, runs[0], [functools.partial(write, r) for r in runs]
+    )
+    errors = dict(zip([run.id for run in runs], results, strict=True))
+    failure = errors.pop(broken.id)
+    assert isinstance(failure, StorageError) and "null value" in str(failure)
+    assert set(errors.values()) == {None}
+    assert store.batch_fallbacks == 1  # the batch was written again, one by one
+    for run in runs:
+        expected = (0, 0, 0) if run is broken else (1, 1, 2)
+        assert rows_of(postgres_schema_url, run.id) == expected, run.id
+
+
+def test_a_batch_retried_after_its_acknowledgement_was_lost_is_recorded_once(
+    app: App, postgres_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    runs = claimed(app, RUNS)
+    real = store._connection
+    lost: list[int] = []
+
+    @contextmanager
+    def losing_the_batch_ack() -> Iterator[Any]:
+        in_batch = any(f.f_code.co_name == "_record_many" for f in _frames())
+        with real() as conn:
+            yield conn
+        if in_batch and not lost:  # committed (autocommit), but the answer never came
+            lost.append(1)
+            raise StorageError("the connection was lost", transient=True)
+
+    monkeypatch.setattr(store, "_connection", losing_the_batch_ack)
+
+    def write(run: ClaimedRun) -> None:
+        store.record_step(run.id, run.token, "w", outcome())
+
+    writes = [functools.partial(write, r) for r in runs]
+    assert in_one_batch(app, postgres_schema_url, runs[0], writes) == [None] * RUNS
+    assert lost == [1]  # the batch did lose its acknowledgement, and was retried
+    for run in runs:
+        assert rows_of(postgres_schema_url, run.id) == (1, 1, 2), run.id
+
+
+def _frames() -> Iterator[Any]:
+    import sys
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back  # type: ignore[assignment]
+
+
+def test_a_batch_does_not_wait_for_a_locked_run_while_holding_its_neighbours(
+    app: App, postgres_schema_url: str
+) -> None:
+    """A heartbeat's UPDATE locks this worker's runs in an order of its own: a batch that
+    locked some of them and waited for another would deadlock with it."""
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    runs = claimed(app, RUNS)
+    locked = runs[3]
+    checkpoints = [steps.step_params(r.id, r.token, "w", outcome()) for r in runs]
+    errors: list[BaseException | None] = [None] * RUNS
+    with psycopg.connect(postgres_schema_url) as other:
+        other.execute("SELECT 1 FROM surestep_runs WHERE id = %s FOR UPDATE", (locked.id,))
+        batch = threading.Thread(target=store._record_many, args=(checkpoints, errors))
+        batch.start()
+        # The neighbours commit while the locked run's row is still held...
+        wait_for(lambda: all(rows_of(postgres_schema_url, r.id) == (1, 1, 2) for r in runs[4:]))
+        assert rows_of(postgres_schema_url, runs[0].id) == (1, 1, 2)
+        assert rows_of(postgres_schema_url, locked.id) == (0, 0, 0)
+        # ...so the other transaction can lock them as well, and end.
+        other.execute("SELECT 1 FROM surestep_runs WHERE id = %s FOR UPDATE", (runs[0].id,))
+    batch.join(timeout=30)
+    assert errors == [None] * RUNS
+    for run in runs:
+        assert rows_of(postgres_schema_url, run.id) == (1, 1, 2), run.id
