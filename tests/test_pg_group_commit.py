@@ -21,7 +21,7 @@ import pytest
 
 import surestep.storage.postgres_steps as steps
 from surestep import App, State
-from surestep.errors import LeaseLostError, StorageError
+from surestep.errors import ConfigurationError, LeaseLostError, StorageError
 from surestep.storage import ClaimedRun, StepOutcome
 from surestep.storage.postgres import PostgresStore
 
@@ -232,3 +232,64 @@ def test_a_batch_does_not_wait_for_a_locked_run_while_holding_its_neighbours(
     assert errors == [None] * RUNS
     for run in runs:
         assert rows_of(postgres_schema_url, run.id) == (1, 1, 2), run.id
+
+
+def test_a_batch_with_a_recorded_checkpoint_beside_a_new_one_of_its_run_adds_only_the_new(
+    app: App,
+) -> None:
+    # An async workflow's gathered steps can put two checkpoints of one run in a batch;
+    # if one of them was committed before (a retry after a lost acknowledgement), only
+    # the other is written: its step and events, not the recorded one's events again.
+    [run] = claimed(app, 1)
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    now = time.time()
+    first, second = (
+        steps.step_params(
+            run.id,
+            run.token,
+            "w",
+            StepOutcome(position, "step", State.PENDING, State.SUCCESS, 1, now, now, output="1"),
+        )
+        for position in (0, 1)
+    )
+    store._record_one(first)
+    errors: list[BaseException | None] = [None, None]
+    assert store._record_many([first, second], errors) == 1 and errors == [None, None]
+    with store.reading() as cur:
+        cur.execute(
+            "SELECT position, COUNT(*) FROM surestep_events WHERE run_id = ?"
+            " AND position IS NOT NULL GROUP BY position ORDER BY position",
+            (run.id,),
+        )
+        assert [tuple(row) for row in cur.fetchall()] == [(0, 2), (1, 2)]
+
+
+def test_group_commit_off_in_the_url_commits_each_checkpoint_alone(
+    postgres_schema_url: str,
+) -> None:
+    sep = "&" if "?" in postgres_schema_url else "?"
+    app = App(f"{postgres_schema_url}{sep}group_commit=off")
+    try:
+
+        @app.workflow(name="wf")
+        def wf() -> None:
+            return None
+
+        store = app.store
+        assert isinstance(store, PostgresStore)
+        runs = claimed(app, 3)
+        threads = [
+            threading.Thread(target=store.record_step, args=(run.id, run.token, "w", outcome()))
+            for run in runs
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert (store.group_commit.commits, store.group_commit.writes) == (0, 0)
+        assert [rows_of(postgres_schema_url, run.id) for run in runs] == [(1, 1, 2)] * 3
+    finally:
+        app.close()
+    with pytest.raises(ConfigurationError, match=r"group_commit='maybe'.*on or off"):
+        App(f"{postgres_schema_url}{sep}group_commit=maybe").store  # noqa: B018

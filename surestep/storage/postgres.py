@@ -46,7 +46,10 @@ CHANNEL = ends.CHANNEL
 # Serialises migrations of concurrently starting workers; any constant will do, as long
 # as every surestep process uses the same one.
 _MIGRATION_LOCK = 0x5375_7265  # "Sure"
-_OPTIONS = {"pool_size": "the most connections this App opens (default 8)"}
+_OPTIONS = {
+    "pool_size": "the most connections this App opens (default 8)",
+    "group_commit": "on (default) or off: whether checkpoints ready at once share a commit",
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,7 +93,7 @@ class PostgresStore(CoordinationStore):
     default_poll_interval = 1.0  # NOTIFY does the waking; polling is the fallback
 
     def __init__(self, url: str, *, upgrade_to: int | None = None) -> None:
-        self.url, pool_size = _split_options(url)
+        self.url, pool_size, self._batching = _split_options(url)
         self._description = _redacted(self.url)
         self._probe()
         #: Batches the checkpoints of this process's runs: one statement and one commit
@@ -353,10 +356,14 @@ class PostgresStore(CoordinationStore):
         """The contract's per-step checkpoint (see ``SQLStore.record_step``), in one
         round trip: fenced, idempotent and atomic like the portable version. Committed
         together with the checkpoints other threads of this process have ready (see
-        :mod:`.postgres_steps`)."""
+        :mod:`.postgres_steps`), unless the URL says ``group_commit=off``."""
         check_step_transition(outcome.from_state, State.RUNNING)
         check_step_transition(State.RUNNING, outcome.to_state)
-        self.group_commit.submit(steps.step_params(run_id, token, worker, outcome))
+        checkpoint = steps.step_params(run_id, token, worker, outcome)
+        if self._batching:
+            self.group_commit.submit(checkpoint)
+        else:
+            self._record_one(checkpoint)
 
     def _record_one(self, checkpoint: dict[str, Any]) -> None:
         with self._connection() as conn:
@@ -485,10 +492,11 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET idle_in_transaction_session_timeout = '60s'")
 
 
-def _split_options(url: str) -> tuple[str, int]:
-    """Take surestep's own options out of the URL; the rest goes to libpq as it is."""
+def _split_options(url: str) -> tuple[str, int, bool]:
+    """Take surestep's own options (``_OPTIONS``) out of the URL: the URL left for libpq,
+    the pool size and whether to group commits."""
     parts = urlsplit(url)
-    kept, pool_size = [], 8
+    kept, pool_size, group_commit = [], 8, True
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "pool_size":
             if not value.isdigit() or int(value) < 1:
@@ -496,9 +504,15 @@ def _split_options(url: str) -> tuple[str, int]:
                     f"pool_size={value!r} in the database URL: use a whole number >= 1"
                 )
             pool_size = int(value)
+        elif key == "group_commit":
+            if value not in ("on", "off"):
+                raise ConfigurationError(
+                    f"group_commit={value!r} in the database URL: use on or off"
+                )
+            group_commit = value == "on"
         else:
             kept.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(kept))), pool_size
+    return urlunsplit(parts._replace(query=urlencode(kept))), pool_size, group_commit
 
 
 def _redacted(url: str) -> str:

@@ -61,7 +61,8 @@ WITH fence AS (
 SELECT EXISTS (SELECT 1 FROM fence)
 """
 
-# The checkpoints of several runs (one each: a run has one step in flight), passed as one
+# The checkpoints of several runs (an async workflow's gathered steps may put two of one
+# run in a batch; a checkpoint is told by its run and position), passed as one
 # array per column and fenced row by row, each by its own run's lease token. Returns the
 # runs whose fence held. A run's row that another transaction has locked (a heartbeat
 # renewing this worker's leases, a cancel) is skipped, not waited for: waiting for one
@@ -91,13 +92,13 @@ WITH input AS (
         i.error
     FROM input i WHERE i.run IN (SELECT id FROM fence)
     ON CONFLICT (run_id, position, attempt) DO NOTHING
-    RETURNING run_id
+    RETURNING run_id, position
 ), step AS (
     INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,
         started_at, finished_at, next_attempt_at, compensation, inputs)
     SELECT i.run, i.position, i.name, i.to_state, i.output, i.error, i.attempt, i.started,
         i.finished, i.next_at, i.compensation, i.inputs
-    FROM input i WHERE i.run IN (SELECT run_id FROM attempt)
+    FROM input i WHERE (i.run, i.position) IN (SELECT run_id, position FROM attempt)
     ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
         output = excluded.output, error = excluded.error, attempts = excluded.attempts,
         finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
@@ -111,7 +112,7 @@ WITH input AS (
         (1, i.from_state, 'running', i.started, NULL::text),
         (2, 'running', i.to_state, i.finished, i.reason)
     ) AS e (k, from_state, to_state, at, reason)
-    WHERE i.run IN (SELECT run_id FROM attempt)
+    WHERE (i.run, i.position) IN (SELECT run_id, position FROM attempt)
     ORDER BY i.n, e.k
 )
 SELECT id FROM fence
