@@ -41,7 +41,8 @@ def claimed(app: App, count: int) -> list[ClaimedRun]:
     for i in range(count):
         app.start("wf", run_id=f"run-{i}")
     [workflow] = app.registry.workflows()
-    runs = app.store.claim("w", [("wf", workflow.version)], count, time.time(), 600)
+    # The App's clock (on PostgreSQL aligned to the server's: runs are due by it).
+    runs = app.store.claim("w", [("wf", workflow.version)], count, app.clock.now(), 600)
     assert len(runs) == count
     return sorted(runs, key=lambda run: run.id)
 

@@ -18,14 +18,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from test_group_commit import RUNS, claimed, outcome  # a sibling module
 
 import surestep.storage.postgres_steps as steps
 from surestep import App, State
 from surestep.errors import ConfigurationError, LeaseLostError, StorageError
 from surestep.storage import ClaimedRun, StepOutcome
 from surestep.storage.postgres import PostgresStore
-
-RUNS = 6
 
 
 @pytest.fixture
@@ -38,21 +37,6 @@ def app(postgres_schema_url: str) -> Iterator[App]:
 
     yield app
     app.close()
-
-
-def claimed(app: App, count: int) -> list[ClaimedRun]:
-    for i in range(count):
-        app.start("wf", run_id=f"run-{i}")
-    [workflow] = app.registry.workflows()
-    # The App's clock, aligned to the server's: the runs are due by it, not by time.time().
-    runs = app.store.claim("w", [("wf", workflow.version)], count, app.clock.now(), 600)
-    assert len(runs) == count
-    return sorted(runs, key=lambda run: run.id)
-
-
-def outcome(name: Any = "step") -> StepOutcome:
-    now = time.time()
-    return StepOutcome(0, name, State.PENDING, State.SUCCESS, 1, now, now, output='"ok"')
 
 
 def in_one_batch(
@@ -153,7 +137,7 @@ def test_a_checkpoint_a_constraint_refuses_fails_alone_and_nothing_of_it_is_writ
 
     def write(run: ClaimedRun) -> None:
         # A step without a name: NOT NULL refuses it, and with it the whole statement.
-        store.record_step(run.id, run.token, "w", outcome(None if run is broken else "step"))
+        store.record_step(run.id, run.token, "w", outcome(name=None if run is broken else "step"))
 
     results = in_one_batch(
         app, postgres_schema_url, runs[0], [functools.partial(write, r) for r in runs]

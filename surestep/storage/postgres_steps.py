@@ -16,12 +16,13 @@ from typing import Any
 
 from surestep.states import State
 from surestep.storage.rows import StepOutcome
+from surestep.storage.statements import STEP_CONFLICT
 
 # The whole per-step checkpoint in one statement, so it costs one round trip and the
 # commit. A data-modifying CTE runs to its end whether or not it is read, so only the
 # fence is returned: the step's and the events' RETURNING lists cost executor work and
 # nothing reads them.
-RECORD_STEP = """
+RECORD_STEP = f"""
 WITH fence AS (
     SELECT 1 FROM surestep_runs
     WHERE id = %(run)s AND lease_token = %(token)s AND state = 'running' FOR SHARE
@@ -42,10 +43,7 @@ WITH fence AS (
         %(finished)s::double precision, %(next_at)s::double precision,
         %(compensation)s::text, %(inputs)s::text
     WHERE EXISTS (SELECT 1 FROM attempt)
-    ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
-        output = excluded.output, error = excluded.error, attempts = excluded.attempts,
-        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
-        compensation = excluded.compensation, inputs = excluded.inputs
+    {STEP_CONFLICT}
 ), events AS (
     INSERT INTO surestep_events
         (run_id, position, step, from_state, to_state, at, actor, reason, attempt)
@@ -71,7 +69,7 @@ SELECT EXISTS (SELECT 1 FROM fence)
 # skipped or fenced off, on its own afterwards, where it can wait holding nothing, and
 # learns there whether its lease still holds. The two events of a checkpoint are
 # numbered together, in order.
-RECORD_STEPS = """
+RECORD_STEPS = f"""
 WITH input AS (
     SELECT * FROM unnest(%(run)s::text[], %(token)s::bigint[], %(position)s::integer[],
         %(attempt)s::integer[], %(attempt_state)s::text[], %(started)s::double precision[],
@@ -99,10 +97,7 @@ WITH input AS (
     SELECT i.run, i.position, i.name, i.to_state, i.output, i.error, i.attempt, i.started,
         i.finished, i.next_at, i.compensation, i.inputs
     FROM input i WHERE (i.run, i.position) IN (SELECT run_id, position FROM attempt)
-    ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,
-        output = excluded.output, error = excluded.error, attempts = excluded.attempts,
-        finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
-        compensation = excluded.compensation, inputs = excluded.inputs
+    {STEP_CONFLICT}
 ), events AS (
     INSERT INTO surestep_events
         (run_id, position, step, from_state, to_state, at, actor, reason, attempt)

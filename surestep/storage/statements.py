@@ -16,14 +16,19 @@ EVENT_INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-STEP_UPSERT = (
-    "INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,"
-    " started_at, finished_at, next_attempt_at, compensation, inputs)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,"
+#: A step's attempt recorded over the step's row (the PostgreSQL checkpoint statements
+#: say the same with their own values).
+STEP_CONFLICT = (
+    "ON CONFLICT (run_id, position) DO UPDATE SET state = excluded.state,"
     " output = excluded.output, error = excluded.error, attempts = excluded.attempts,"
     " finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,"
     " compensation = excluded.compensation, inputs = excluded.inputs"
+)
+
+STEP_UPSERT = (
+    "INSERT INTO surestep_steps (run_id, position, name, state, output, error, attempts,"
+    " started_at, finished_at, next_attempt_at, compensation, inputs)"
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {STEP_CONFLICT}"
 )
 
 #: An attempt, inserted only if the run is still held under the lease token given.
