@@ -249,6 +249,73 @@ def test_a_batch_with_a_recorded_checkpoint_beside_a_new_one_of_its_run_adds_onl
         assert [tuple(row) for row in cur.fetchall()] == [(0, 2), (1, 2)]
 
 
+def test_a_batch_stores_each_value_exactly_as_a_lone_checkpoint_does(app: App) -> None:
+    # A batch travels as one JSON document: text with quotes, backslashes, newlines and
+    # characters outside ASCII, NULLs, and times to the last bit arrive as they were.
+    runs = claimed(app, 4)
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    texts = ['"caf\u00e9 \u2713 \U0001f600"', '"a \\"quoted\\" \\\\ back\\nslash"', "null"]
+    times = (1764467422.1234567, 0.1 + 0.2, 2.0**52 + 0.5, 1e-300)
+
+    def checkpoint(run: ClaimedRun, i: int) -> dict[str, Any]:
+        started = times[i]
+        done = StepOutcome(
+            0,
+            f"st\u00e9p {i}",
+            State.PENDING,
+            State.FAILED,
+            2,
+            started,
+            started * 3,
+            output=texts[i % 3],
+            error=None if i % 2 else "E\u00e9\n",
+            next_attempt_at=None if i % 2 else started + 1,
+            reason=f"r\\{i}",
+            compensation=None,
+            inputs='["x\\"y"]',
+        )
+        return steps.step_params(run.id, run.token, "w\u00fc", done)
+
+    checkpoints = [checkpoint(run, i) for i, run in enumerate(runs)]
+    lone, batched = checkpoints[:1], checkpoints[1:]
+    store._record_one(lone[0])
+    errors: list[BaseException | None] = [None] * len(batched)
+    assert store._record_many(batched, errors) == 1 and errors == [None] * len(batched)
+    with store.reading() as cur:
+        for c in checkpoints:
+            cur.execute(
+                "SELECT s.name, s.state, s.output, s.error, s.attempts, s.started_at,"
+                " s.finished_at, s.next_attempt_at, s.compensation, s.inputs, a.worker,"
+                " a.state FROM surestep_steps s JOIN surestep_attempts a USING (run_id, position)"
+                " WHERE s.run_id = ?",
+                (c["run"],),
+            )
+            assert tuple(cur.fetchone()) == (
+                c["name"],
+                "failed",
+                c["output"],
+                c["error"],
+                2,
+                c["started"],
+                c["finished"],
+                c["next_at"],
+                None,
+                c["inputs"],
+                "w\u00fc",
+                "failed",
+            )
+            cur.execute(
+                "SELECT from_state, to_state, at, actor, reason FROM surestep_events"
+                " WHERE run_id = ? AND position = 0 ORDER BY id",
+                (c["run"],),
+            )
+            assert [tuple(row) for row in cur.fetchall()] == [
+                ("pending", "running", c["started"], "w\u00fc", None),
+                ("running", "failed", c["finished"], "w\u00fc", c["reason"]),
+            ]
+
+
 def test_group_commit_off_in_the_url_commits_each_checkpoint_alone(
     postgres_schema_url: str,
 ) -> None:
