@@ -3,6 +3,8 @@ number of worker processes, per-step latency, commit cost, and the CPU each step
 the workers and the server.
 
     python benchmarks/engine_postgres.py [--url postgresql://postgres@127.0.0.1:5432/test]
+                                         (surestep's own options, ?group_commit=off or
+                                         ?pool_size=N, go to the workers)
                                          [--workflows 1000] [--steps 10] [--rounds 3]
                                          [--concurrencies 1,4,16,64]
                                          [--processes 1,2,4] [--concurrency 8]
@@ -44,7 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from pg_accounting import CpuSample, server_counters  # benchmarks/pg_accounting.py
@@ -77,6 +79,20 @@ def make_app(url: str) -> Any:
     app = App(url)
     add_noop_workflow(app)
     return app
+
+
+#: Query options of surestep's own (``?group_commit=off``, ``?pool_size=4``): given to the
+#: workers' App, kept from this script's own psycopg connections (libpq refuses them).
+STORE_OPTIONS = ("group_commit", "pool_size")
+
+
+def split_store_options(url: str) -> tuple[str, str]:
+    """(the URL without surestep's own options, those options as a query string)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = urlencode([(k, v) for k, v in pairs if k not in STORE_OPTIONS])
+    ours = urlencode([(k, v) for k, v in pairs if k in STORE_OPTIONS])
+    return urlunsplit(parts._replace(query=kept)), ours
 
 
 def schema_url(url: str, schema: str, application: str) -> str:
@@ -260,6 +276,8 @@ def measure(
     """Start the runs, launch the workers, time them, and read the counters around it."""
     application = f"{APP_NAME}-{schema}"
     url = schema_url(args.url, schema, application)
+    if args.store_options:
+        url = f"{url}&{args.store_options}"
     seed(url, args.workflows, args.steps, config.library)
     # The harness's own connection (polling for the end) is not one of the workers'.
     harness = schema_url(args.url, schema, f"{APP_NAME}-harness")
@@ -435,8 +453,9 @@ def report(args: argparse.Namespace, results: dict[Config, dict[str, Any]]) -> N
     flush = "" if args.fsync is None else f", fdatasync {args.fsync * 1e3:.3f} ms (8 KiB, WAL fs)"
     print(f"server     {raw}{flush}")
     print(
-        "set-up     processes x concurrency (threads per process); pool_size 8 (the "
-        "default); server us/step = the backends serving the workers only"
+        "set-up     processes x concurrency (threads per process); "
+        f"{args.store_options or 'pool_size 8 (the default)'}; server us/step = the "
+        "backends serving the workers only"
     )
     libraries = [None] if args.against is None else [None, args.against]
     for library in libraries:
@@ -511,6 +530,7 @@ def main() -> None:
     if args.seed:
         seed_main(args.url, args.workflows, args.steps)
         return
+    args.url, args.store_options = split_store_options(args.url)
     if args.against is not None:
         args.against = str(Path(args.against).resolve())
     if args.metrics or args.tracing:
