@@ -316,6 +316,24 @@ def test_a_batch_stores_each_value_exactly_as_a_lone_checkpoint_does(app: App) -
             ]
 
 
+def test_a_checkpoint_whose_text_cannot_be_sent_fails_alone(app: App) -> None:
+    # A lone surrogate cannot be encoded for the server: the batch is written again one
+    # checkpoint at a time, and only that one fails.
+    runs = claimed(app, 3)
+    store = app.store
+    assert isinstance(store, PostgresStore)
+    checkpoints = [steps.step_params(r.id, r.token, "w", outcome()) for r in runs]
+    checkpoints[1]["reason"] = "bad \ud800 text"
+    errors: list[BaseException | None] = [None] * 3
+    assert store._record_many(checkpoints, errors) == 2
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], UnicodeEncodeError)
+    assert store.batch_fallbacks == 1
+    with store.reading() as cur:
+        cur.execute("SELECT run_id FROM surestep_steps ORDER BY run_id")
+        assert [row[0] for row in cur.fetchall()] == [runs[0].id, runs[2].id]
+
+
 def test_group_commit_off_in_the_url_commits_each_checkpoint_alone(
     postgres_schema_url: str,
 ) -> None:

@@ -378,18 +378,19 @@ class PostgresStore(CoordinationStore):
 
         A transient failure (the connection lost, the ack with it) fails the batch as a
         whole: each thread retries its own checkpoint, which finds it recorded if it was.
-        Any other failure is one row's (a constraint): the batch is written again one
-        checkpoint at a time, so that the others commit and it alone fails. A run the
-        statement left out (fenced off, or its row locked by another transaction) is
-        then written alone, which raises ``LeaseLostError`` if it was fenced off."""
+        Any other failure is one row's (a constraint, text that cannot be encoded): the
+        batch is written again one checkpoint at a time, so that the others commit and it
+        alone fails. A run the statement left out (fenced off, or its row locked by
+        another transaction) is then written alone, which raises ``LeaseLostError`` if it
+        was fenced off."""
         try:
             with self._connection() as conn:
                 held = {
                     row[0]
                     for row in conn.execute(steps.RECORD_STEPS, steps.batch_params(checkpoints))
                 }
-        except StorageError as exc:
-            if exc.transient:
+        except (StorageError, UnicodeEncodeError) as exc:  # a row's text libpq cannot send
+            if isinstance(exc, StorageError) and exc.transient:
                 raise
             self.batch_fallbacks += 1
             return self._record_each(checkpoints, range(len(checkpoints)), errors)
