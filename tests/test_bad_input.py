@@ -12,7 +12,10 @@ from surestep import (
     App,
     ConfigurationError,
     DuplicateWorkflowError,
+    Retry,
     SerializationError,
+    State,
+    StepError,
     StorageError,
     SurestepError,
     UnknownWorkflowError,
@@ -260,3 +263,30 @@ def test_runs_are_listed_by_creation_time(app: App) -> None:
     assert ids(since=started[1]) == ["r2", "r1"]
     assert ids(before=started[2]) == ["r1", "r0"]
     assert ids(since=started[1], before=started[2]) == ["r1"]
+
+
+def test_an_error_whose_message_utf8_cannot_hold_is_stored_with_the_character_escaped(
+    app: App,
+) -> None:
+    # A lone surrogate (from bytes decoded with surrogateescape, say) cannot be written as
+    # UTF-8: the step's failed attempt and the run's failure are stored with it escaped,
+    # instead of the step call raising a SerializationError and its attempt going unrecorded.
+    @app.step(retry=Retry(give_up_on=(ValueError,)))
+    def parse(raw: str) -> str:
+        raise ValueError(f"cannot read {raw!r}: \udcff")
+
+    @app.workflow()
+    def reads() -> str:
+        try:
+            parse("x")
+        except StepError as exc:
+            raise RuntimeError(f"gave up: {exc} \udcfe") from None
+        return "unreachable"
+
+    handle = run_workflow(app, reads)
+    run = app.get_run(handle.id)
+    assert run.state == State.FAILED
+    assert run.error is not None and run.error["message"].endswith("\\udcfe")
+    [step] = run.steps
+    assert step.state == State.FAILED
+    assert step.error is not None and step.error["message"] == "cannot read 'x': \\udcff"

@@ -67,6 +67,12 @@ def error_info(exc: BaseException) -> dict[str, Any]:
     )
     return {
         "type": name,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": _storable(str(exc)),
+        "traceback": _storable("".join(traceback.format_exception(exc))),
     }
+
+
+def _storable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: a lone surrogate (a message made from undecodable
+    bytes, say) is kept as its escape, ``\\udc80``, instead of failing the write."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -101,7 +101,8 @@ def compensate(run: RunExecution) -> None:
             _settle(run, None, None)
             return
         except Exception as exc:  # a compensation that cannot even be called
-            run.verdict = Verdict(State.DEAD_LETTER, str(exc), error=error_info(exc))
+            info = error_info(exc)
+            run.verdict = Verdict(State.DEAD_LETTER, info["message"], error=info)
             _settle(run, None, None)
             return
         _finish(
